@@ -1,0 +1,1039 @@
+//! Typed resources over the revisioned store: key layout, metadata the server owns (uid,
+//! creationTimestamp, resourceVersion, generation), generateName, defaulting and
+//! validation, optimistic concurrency, graceful deletion and finalizers, selectors,
+//! pagination and watch. Mirrors `staging/src/k8s.io/apiserver/pkg/registry/generic/registry/store.go`.
+//!
+//! Objects are kept as their JSON wire form (`serde_json::Value`) so one code path
+//! serves every kind; per-kind rules live in [`resources`]. This module knows neither
+//! HTTP nor tokens.
+
+pub(crate) mod resources;
+pub(crate) mod selectors;
+pub(crate) mod validation;
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use futures::{Stream, StreamExt};
+use serde_json::{Map, Value, json};
+
+use crate::clock::{SharedClock, format_time};
+use crate::store::{KeyValue, Revision, Store, StoreError, WatchEvent as StoreEvent};
+use crate::wellknown;
+pub(crate) use resources::Resource;
+use selectors::{FieldSelector, LabelSelector};
+use validation::FieldError;
+
+/// What went wrong, in the terms Kubernetes' `StatusError`s use. `api` maps each
+/// variant to a `Status` in one place.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RegistryError {
+    #[error("{resource} {name:?} not found")]
+    NotFound { resource: String, name: String },
+    #[error("{resource} {name:?} already exists")]
+    AlreadyExists { resource: String, name: String },
+    /// A write lost a race or a precondition failed; `message` is the full text.
+    #[error("{message}")]
+    Conflict {
+        resource: String,
+        name: String,
+        message: String,
+    },
+    #[error("{kind} {name:?} is invalid")]
+    Invalid {
+        kind: String,
+        group: String,
+        name: String,
+        causes: Vec<FieldError>,
+    },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{message}")]
+    Forbidden {
+        resource: String,
+        name: String,
+        message: String,
+    },
+    /// A resourceVersion or continue token that is too old (HTTP 410, reason Expired).
+    #[error("{0}")]
+    Expired(String),
+    #[error("storage error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Compacted {
+                requested,
+                compacted,
+            } => RegistryError::Expired(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
+            other => RegistryError::Internal(other.to_string()),
+        }
+    }
+}
+
+pub(crate) type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// Options of a list or watch (`?labelSelector=&fieldSelector=&limit=&continue=`).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ListOptions {
+    pub(crate) label_selector: LabelSelector,
+    pub(crate) field_selector: FieldSelector,
+    pub(crate) limit: usize,
+    pub(crate) continue_token: Option<String>,
+    /// `?resourceVersion=` (for watch: where to start; "" and "0" mean "now, with the
+    /// current state replayed as ADDED").
+    pub(crate) resource_version: Option<String>,
+}
+
+/// A page of objects.
+#[derive(Debug)]
+pub(crate) struct ObjectList {
+    pub(crate) items: Vec<Value>,
+    pub(crate) resource_version: Revision,
+    pub(crate) continue_token: Option<String>,
+}
+
+/// `DeleteOptions` as far as the registry needs them.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct DeleteOptions {
+    pub(crate) grace_period_seconds: Option<i64>,
+    pub(crate) precondition_uid: Option<String>,
+    pub(crate) precondition_resource_version: Option<String>,
+    pub(crate) dry_run: bool,
+}
+
+/// The outcome of a delete: gone now, or marked for deletion (finalizers, graceful pods).
+#[derive(Debug)]
+pub(crate) enum Deleted {
+    Now(Value),
+    Pending(Value),
+}
+
+/// One change as a watch client sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+pub(crate) type ObjectStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<(EventType, Value)>> + Send>>;
+
+/// Typed access to every stored resource.
+#[derive(Clone)]
+pub(crate) struct Registry {
+    store: Arc<dyn Store>,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+/// How many times a write retries after losing a race to another writer.
+const MAX_CONFLICT_RETRIES: usize = 16;
+
+/// `utilrand.String`'s alphabet: no vowels (no words) and no look-alike characters.
+const GENERATE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// A random suffix as `generateName` uses (5 characters).
+pub(crate) fn random_suffix(len: usize) -> String {
+    use rand::Rng as _;
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| GENERATE_ALPHABET[rng.random_range(0..GENERATE_ALPHABET.len())] as char)
+        .collect()
+}
+
+fn key(res: &Resource, ns: Option<&str>, name: &str) -> String {
+    match ns {
+        Some(ns) if res.namespaced => format!("/registry/{}/{}/{}", res.plural, ns, name),
+        _ => format!("/registry/{}/{}", res.plural, name),
+    }
+}
+
+fn prefix(res: &Resource, ns: Option<&str>) -> String {
+    match ns {
+        Some(ns) if res.namespaced => format!("/registry/{}/{}/", res.plural, ns),
+        _ => format!("/registry/{}/", res.plural),
+    }
+}
+
+fn meta(obj: &Value) -> Option<&Map<String, Value>> {
+    obj.get("metadata").and_then(Value::as_object)
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    // Just ensured to be an object above.
+    #[allow(clippy::expect_used)]
+    obj.get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .expect("metadata is an object")
+}
+
+/// A metadata string field, treating `""` as unset (protobuf clients send empty strings).
+pub(crate) fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    meta(obj)
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// Decodes a stored value and stamps its resourceVersion, as the etcd3 versioner does.
+fn decode(kv: &KeyValue) -> Result<Value> {
+    let mut obj: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| RegistryError::Internal(format!("corrupt object at {}: {e}", kv.key)))?;
+    meta_mut(&mut obj).insert(
+        "resourceVersion".into(),
+        Value::from(kv.mod_revision.to_string()),
+    );
+    Ok(obj)
+}
+
+fn encode(obj: &Value) -> Result<Vec<u8>> {
+    let mut copy = obj.clone();
+    meta_mut(&mut copy).remove("resourceVersion");
+    serde_json::to_vec(&copy).map_err(|e| RegistryError::Internal(e.to_string()))
+}
+
+/// Two objects are the same write if they differ at most in resourceVersion.
+fn same_content(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut c = v.clone();
+        meta_mut(&mut c).remove("resourceVersion");
+        c
+    };
+    strip(a) == strip(b)
+}
+
+fn invalid(res: &Resource, name: &str, causes: Vec<FieldError>) -> RegistryError {
+    RegistryError::Invalid {
+        kind: res.kind.to_string(),
+        group: res.group.to_string(),
+        name: name.to_string(),
+        causes,
+    }
+}
+
+fn not_found(res: &Resource, name: &str) -> RegistryError {
+    RegistryError::NotFound {
+        resource: res.qualified(),
+        name: name.to_string(),
+    }
+}
+
+fn conflict(res: &Resource, name: &str) -> RegistryError {
+    RegistryError::Conflict {
+        resource: res.qualified(),
+        name: name.to_string(),
+        message: format!(
+            "Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again",
+            res.qualified()
+        ),
+    }
+}
+
+/// A continue token: the revision of the first page and the last key returned, in
+/// the same base64(JSON) shape kube-apiserver uses.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: Revision,
+    start: String,
+}
+
+fn encode_continue(rv: Revision, last_key: &str, prefix: &str) -> String {
+    let token = ContinueToken {
+        v: "meta.k8s.io/v1".into(),
+        rv,
+        start: last_key
+            .strip_prefix(prefix)
+            .unwrap_or(last_key)
+            .to_string(),
+    };
+    let json = serde_json::to_vec(&token).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE.encode(json)
+}
+
+fn decode_continue(token: &str) -> Result<ContinueToken> {
+    let bad =
+        || RegistryError::BadRequest("continue key is not valid: invalid continue token".into());
+    let bytes = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .map_err(|_| bad())?;
+    let t: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if t.v != "meta.k8s.io/v1" || t.start.contains("..") || t.rv <= 0 {
+        return Err(bad());
+    }
+    Ok(t)
+}
+
+fn parse_rv(s: &str) -> Result<Revision> {
+    s.parse::<Revision>()
+        .map_err(|_| RegistryError::BadRequest(format!("invalid resource version: {s:?}")))
+}
+
+impl Registry {
+    pub(crate) fn new(store: Arc<dyn Store>, clock: SharedClock) -> Self {
+        Registry { store, clock }
+    }
+
+    pub(crate) fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    pub(crate) async fn current_revision(&self) -> Result<Revision> {
+        Ok(self.store.current_revision().await?)
+    }
+
+    /// Creates the namespaces that exist from the first start (idempotent).
+    pub(crate) async fn ensure_system_namespaces(&self) -> Result<()> {
+        let ns = resources::core("namespaces");
+        for name in wellknown::SYSTEM_NAMESPACES {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            match self.create(ns, None, obj, false).await {
+                Ok(_) | Err(RegistryError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn get(&self, res: &Resource, ns: Option<&str>, name: &str) -> Result<Value> {
+        match self.store.get(&key(res, ns, name)).await? {
+            Some(kv) => decode(&kv),
+            None => Err(not_found(res, name)),
+        }
+    }
+
+    async fn get_kv(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<(KeyValue, Value)> {
+        match self.store.get(&key(res, ns, name)).await? {
+            Some(kv) => {
+                let obj = decode(&kv)?;
+                Ok((kv, obj))
+            }
+            None => Err(not_found(res, name)),
+        }
+    }
+
+    /// Lists objects, filtering by selectors and paging by `limit`/`continue` at one
+    /// consistent revision.
+    pub(crate) async fn list(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ObjectList> {
+        let prefix = prefix(res, ns);
+        let (mut start, at) = match &opts.continue_token {
+            Some(t) => {
+                let t = decode_continue(t)?;
+                (Some(format!("{prefix}{}", t.start)), Some(t.rv))
+            }
+            None => (None, None),
+        };
+        let mut items = Vec::new();
+        let mut revision = at.unwrap_or(0);
+        // Read in chunks until the page is full of matches or the range is exhausted.
+        let chunk = if opts.limit == 0 {
+            0
+        } else {
+            opts.limit.max(64)
+        };
+        loop {
+            let page = match self
+                .store
+                .list(
+                    &prefix,
+                    start.as_deref(),
+                    chunk,
+                    at.or(Some(revision)).filter(|r| *r > 0),
+                )
+                .await
+            {
+                Ok(p) => p,
+                Err(StoreError::Compacted { .. }) if opts.continue_token.is_some() => {
+                    return Err(RegistryError::Expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.".into()));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            revision = page.revision;
+            let mut last_key = None;
+            for kv in &page.items {
+                last_key = Some(kv.key.clone());
+                let obj = decode(kv)?;
+                if self.matches(opts, &obj) {
+                    items.push(obj);
+                    if opts.limit > 0 && items.len() == opts.limit {
+                        let more = page.more
+                            || kv.key
+                                != page.items.last().map(|k| k.key.clone()).unwrap_or_default();
+                        let token = more.then(|| encode_continue(revision, &kv.key, &prefix));
+                        return Ok(ObjectList {
+                            items,
+                            resource_version: revision,
+                            continue_token: token,
+                        });
+                    }
+                }
+            }
+            match (page.more, last_key) {
+                (true, Some(k)) => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(ObjectList {
+            items,
+            resource_version: revision,
+            continue_token: None,
+        })
+    }
+
+    fn matches(&self, opts: &ListOptions, obj: &Value) -> bool {
+        (opts.label_selector.is_empty() || opts.label_selector.matches(&selectors::labels_of(obj)))
+            && (opts.field_selector.is_empty() || opts.field_selector.matches(obj))
+    }
+
+    /// Fills the metadata the server owns and runs defaulting and validation for a new
+    /// object. Returns the object ready to store (without uid/timestamps for dry runs too).
+    fn prepare_create(&self, res: &Resource, ns: Option<&str>, mut obj: Value) -> Result<Value> {
+        let Some(map) = obj.as_object_mut() else {
+            return Err(RegistryError::BadRequest(
+                "the body of the request must be an object".into(),
+            ));
+        };
+        map.insert("apiVersion".into(), Value::from(res.api_version()));
+        map.insert("kind".into(), Value::from(res.kind));
+        let now = format_time(self.clock.now());
+        {
+            let m = meta_mut(&mut obj);
+            // Server-owned fields: whatever the client sent is dropped (`FillObjectMetaSystemFields`).
+            for f in [
+                "uid",
+                "resourceVersion",
+                "selfLink",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "managedFields",
+                "creationTimestamp",
+            ] {
+                m.remove(f);
+            }
+            // Empty strings are "unset" (protobuf clients send them).
+            for f in ["name", "generateName", "namespace"] {
+                if m.get(f).and_then(Value::as_str) == Some("") {
+                    m.remove(f);
+                }
+            }
+            if res.namespaced {
+                let ns = ns.unwrap_or("default");
+                match m.get("namespace").and_then(Value::as_str) {
+                    Some(body) if body != ns => {
+                        return Err(RegistryError::BadRequest(
+                            "the namespace of the provided object does not match the namespace sent on the request".into(),
+                        ));
+                    }
+                    _ => {
+                        m.insert("namespace".into(), Value::from(ns));
+                    }
+                }
+            } else {
+                m.remove("namespace");
+            }
+            m.insert("creationTimestamp".into(), Value::from(now));
+            m.insert("uid".into(), Value::from(uuid::Uuid::new_v4().to_string()));
+            if res.kind == "Pod" {
+                m.insert("generation".into(), Value::from(1));
+            }
+        }
+        if meta_str(&obj, "name").is_none() {
+            match meta_str(&obj, "generateName").map(str::to_string) {
+                Some(base) => {
+                    meta_mut(&mut obj).insert(
+                        "name".into(),
+                        Value::from(format!("{base}{}", random_suffix(5))),
+                    );
+                }
+                None => {
+                    return Err(invalid(
+                        res,
+                        "",
+                        vec![FieldError::required(
+                            "metadata.name",
+                            "name or generateName is required",
+                        )],
+                    ));
+                }
+            }
+        }
+        if let Some(map) = obj.as_object_mut() {
+            resources::default_on_create(res, map);
+        }
+        self.check(res, &obj, None)?;
+        Ok(obj)
+    }
+
+    fn check(&self, res: &Resource, obj: &Value, old: Option<&Value>) -> Result<()> {
+        let name = meta_str(obj, "name").unwrap_or_default();
+        resources::typed_check(res, obj).map_err(RegistryError::BadRequest)?;
+        let errs = resources::validate(res, obj, old);
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid(res, name, errs))
+        }
+    }
+
+    async fn require_namespace(&self, res: &Resource, ns: Option<&str>) -> Result<()> {
+        if !res.namespaced {
+            return Ok(());
+        }
+        let ns_name = ns.unwrap_or("default");
+        let ns_res = resources::core("namespaces");
+        let namespace = self.get(ns_res, None, ns_name).await?;
+        if namespace
+            .get("metadata")
+            .and_then(|m| m.get("deletionTimestamp"))
+            .is_some()
+        {
+            return Err(RegistryError::Forbidden {
+                resource: res.qualified(),
+                name: String::new(),
+                message: format!(
+                    "unable to create new content in namespace {ns_name} because it is being terminated"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates an object. With `dry_run` everything but the write happens.
+    pub(crate) async fn create(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        obj: Value,
+        dry_run: bool,
+    ) -> Result<Value> {
+        let generate = meta_str(&obj, "name").is_none();
+        let original = obj;
+        self.require_namespace(res, ns).await?;
+        // generateName collisions are retried with a fresh suffix, as the apiserver does
+        // for a few attempts before surfacing AlreadyExists.
+        let attempts = if generate { 8 } else { 1 };
+        let mut last = None;
+        for _ in 0..attempts {
+            let obj = self.prepare_create(res, ns, original.clone())?;
+            let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+            if dry_run {
+                return Ok(obj);
+            }
+            match self.store.create(&key(res, ns, &name), encode(&obj)?).await {
+                Ok(kv) => return decode(&kv),
+                Err(StoreError::AlreadyExists(_)) => {
+                    last = Some(RegistryError::AlreadyExists {
+                        resource: res.qualified(),
+                        name,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.unwrap_or_else(|| RegistryError::Internal("create failed".into())))
+    }
+
+    /// Reads, transforms and writes back, retrying when another writer got in between.
+    /// `mutate` receives the current object and returns the desired one; a desired
+    /// object that carries a resourceVersion different from the current one is a
+    /// Conflict (the client's precondition). Returns the stored object and whether
+    /// anything changed.
+    pub(crate) async fn update_with<F>(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        dry_run: bool,
+        mut mutate: F,
+    ) -> Result<(Value, bool)>
+    where
+        F: FnMut(&Value) -> Result<Value> + Send,
+    {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let (kv, current) = self.get_kv(res, ns, name).await?;
+            let desired = mutate(&current)?;
+            let precondition = meta_str(&desired, "resourceVersion").map(str::to_string);
+            if let Some(rv) = &precondition
+                && *rv != kv.mod_revision.to_string()
+            {
+                return Err(conflict(res, name));
+            }
+            let next = self.prepare_update(res, name, &current, desired, subresource)?;
+            if same_content(&next, &current) {
+                return Ok((current, false));
+            }
+            if dry_run {
+                return Ok((next, true));
+            }
+            // Finalizers all gone from an object that is being deleted: finish the delete.
+            if is_deleting(&next)
+                && finalizers(&next).is_empty()
+                && !graceful_pending(&next, &*self.clock)
+            {
+                match self.store.delete(&kv.key, Some(kv.mod_revision)).await {
+                    Ok((_, rev)) => {
+                        let mut gone = next;
+                        meta_mut(&mut gone)
+                            .insert("resourceVersion".into(), Value::from(rev.to_string()));
+                        return Ok((gone, true));
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match self
+                .store
+                .update(&kv.key, encode(&next)?, Some(kv.mod_revision))
+                .await
+            {
+                Ok(kv) => return Ok((decode(&kv)?, true)),
+                Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+                Err(StoreError::Conflict { .. }) => return Err(conflict(res, name)),
+                Err(StoreError::NotFound(_)) => return Err(not_found(res, name)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(conflict(res, name))
+    }
+
+    /// Merges what the server owns from `current` into `desired` and validates.
+    fn prepare_update(
+        &self,
+        res: &Resource,
+        url_name: &str,
+        current: &Value,
+        mut desired: Value,
+        subresource: Option<&str>,
+    ) -> Result<Value> {
+        if !desired.is_object() {
+            return Err(RegistryError::BadRequest(
+                "the body of the request must be an object".into(),
+            ));
+        }
+        if let Some(body_name) = meta_str(&desired, "name")
+            && body_name != url_name
+        {
+            return Err(RegistryError::BadRequest(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({url_name})"
+            )));
+        }
+        if let (Some(want), Some(have)) = (meta_str(&desired, "uid"), meta_str(current, "uid"))
+            && want != have
+        {
+            return Err(RegistryError::Conflict {
+                resource: res.qualified(),
+                name: url_name.to_string(),
+                message: format!(
+                    "Precondition failed: UID in precondition: {want}, UID in object meta: {have}"
+                ),
+            });
+        }
+        if let Some(body_ns) = meta_str(&desired, "namespace")
+            && Some(body_ns) != meta_str(current, "namespace")
+        {
+            return Err(RegistryError::BadRequest(
+                    "the namespace of the provided object does not match the namespace sent on the request".into(),
+                ));
+        }
+        if let Some(map) = desired.as_object_mut() {
+            map.insert("apiVersion".into(), Value::from(res.api_version()));
+            map.insert("kind".into(), Value::from(res.kind));
+            if res.kind == "Secret" {
+                resources::fold_string_data(map);
+            }
+        }
+        match subresource {
+            // A status write changes only status (`PrepareForUpdate` of the status strategies).
+            Some("status") => {
+                let status = desired.get("status").cloned();
+                desired = current.clone();
+                match status {
+                    Some(s) => desired["status"] = s,
+                    None => {
+                        if let Some(m) = desired.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            // A main-resource write cannot change status of kinds that have a status subresource.
+            _ if res.has_status() => match current.get("status") {
+                Some(s) => desired["status"] = s.clone(),
+                None => {
+                    if let Some(m) = desired.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            },
+            _ => {}
+        }
+        let cur_meta = meta(current).cloned().unwrap_or_default();
+        {
+            let m = meta_mut(&mut desired);
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "namespace",
+                "name",
+                "generation",
+            ] {
+                match cur_meta.get(f) {
+                    Some(v) => {
+                        m.insert(f.into(), v.clone());
+                    }
+                    None => {
+                        m.remove(f);
+                    }
+                }
+            }
+            m.remove("selfLink");
+            m.remove("managedFields");
+            m.insert(
+                "resourceVersion".into(),
+                cur_meta
+                    .get("resourceVersion")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            );
+            // Once deleting, finalizers may only be removed.
+            if cur_meta.contains_key("deletionTimestamp") {
+                let old: Vec<Value> = cur_meta
+                    .get("finalizers")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let new: Vec<Value> = m
+                    .get("finalizers")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                if new.iter().any(|f| !old.contains(f)) {
+                    return Err(invalid(
+                        res,
+                        url_name,
+                        vec![FieldError::forbidden(
+                            "metadata.finalizers",
+                            "no new finalizers can be added if the object is being deleted",
+                        )],
+                    ));
+                }
+            }
+        }
+        // generation counts spec changes (kinds that carry one).
+        if let Some(g) = cur_meta.get("generation").and_then(Value::as_i64)
+            && desired.get("spec") != current.get("spec")
+        {
+            meta_mut(&mut desired).insert("generation".into(), Value::from(g + 1));
+        }
+        self.check(res, &desired, Some(current))?;
+        Ok(desired)
+    }
+
+    /// Deletes an object, or marks it for deletion when finalizers or a grace period
+    /// keep it around.
+    pub(crate) async fn delete(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Deleted> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let (kv, current) = self.get_kv(res, ns, name).await?;
+            if let Some(uid) = &opts.precondition_uid {
+                let have = meta_str(&current, "uid").unwrap_or_default();
+                if uid != have {
+                    return Err(RegistryError::Conflict {
+                        resource: res.qualified(),
+                        name: name.to_string(),
+                        message: format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
+                        ),
+                    });
+                }
+            }
+            if let Some(rv) = &opts.precondition_resource_version {
+                let have = kv.mod_revision.to_string();
+                if *rv != have {
+                    return Err(RegistryError::Conflict {
+                        resource: res.qualified(),
+                        name: name.to_string(),
+                        message: format!(
+                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {have}"
+                        ),
+                    });
+                }
+            }
+            if let Some(marked) = self.deletion_mark(res, &current, opts) {
+                if dry_run_or_same(opts.dry_run, &marked, &current) {
+                    return Ok(Deleted::Pending(if opts.dry_run {
+                        marked
+                    } else {
+                        current
+                    }));
+                }
+                match self
+                    .store
+                    .update(&kv.key, encode(&marked)?, Some(kv.mod_revision))
+                    .await
+                {
+                    Ok(kv) => return Ok(Deleted::Pending(decode(&kv)?)),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if opts.dry_run {
+                return Ok(Deleted::Now(current));
+            }
+            if res.kind == "Namespace" {
+                self.delete_namespace_contents(name).await?;
+            }
+            match self.store.delete(&kv.key, Some(kv.mod_revision)).await {
+                Ok((_, rev)) => {
+                    let mut gone = current;
+                    meta_mut(&mut gone)
+                        .insert("resourceVersion".into(), Value::from(rev.to_string()));
+                    return Ok(Deleted::Now(gone));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::NotFound(_)) => return Err(not_found(res, name)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(conflict(res, name))
+    }
+
+    /// The object with deletionTimestamp set when it cannot go away at once: finalizers
+    /// remain, or a pod on a node gets its grace period (`BeforeDelete` in
+    /// `pkg/registry/rest/delete.go`). `None` means delete now.
+    fn deletion_mark(
+        &self,
+        res: &Resource,
+        current: &Value,
+        opts: &DeleteOptions,
+    ) -> Option<Value> {
+        let now = self.clock.now();
+        let mut grace = 0;
+        if res.kind == "Pod" {
+            let scheduled = current
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            let phase = current
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let terminal = phase == "Succeeded" || phase == "Failed";
+            // An unscheduled or finished pod has nothing to stop: it is deleted at once.
+            if scheduled && !terminal {
+                grace = opts
+                    .grace_period_seconds
+                    .unwrap_or_else(|| {
+                        current
+                            .pointer("/spec/terminationGracePeriodSeconds")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(wellknown::DEFAULT_TERMINATION_GRACE_SECONDS)
+                    })
+                    .max(0);
+            }
+        }
+        if grace == 0 && finalizers(current).is_empty() {
+            return None;
+        }
+        let mut marked = current.clone();
+        let m = meta_mut(&mut marked);
+        let existing_grace = m.get("deletionGracePeriodSeconds").and_then(Value::as_i64);
+        // A second delete may shorten the grace period, never lengthen it.
+        if existing_grace.is_none_or(|g| grace < g) || !m.contains_key("deletionTimestamp") {
+            let at = now
+                .checked_add(jiff::SignedDuration::from_secs(grace))
+                .unwrap_or(now);
+            m.insert("deletionTimestamp".into(), Value::from(format_time(at)));
+            m.insert("deletionGracePeriodSeconds".into(), Value::from(grace));
+        }
+        Some(marked)
+    }
+
+    /// Deletes every namespaced object in `ns` (the namespace controller's job, done
+    /// inline because nothing here takes long).
+    async fn delete_namespace_contents(&self, ns: &str) -> Result<()> {
+        for res in resources::RESOURCES
+            .iter()
+            .filter(|r| r.namespaced && r.stored)
+        {
+            let pfx = prefix(res, Some(ns));
+            loop {
+                let page = self.store.list(&pfx, None, 500, None).await?;
+                for kv in &page.items {
+                    match self.store.delete(&kv.key, None).await {
+                        Ok(_) | Err(StoreError::NotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                if !page.more {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Watches changes. `resource_version` "" or "0" first replays the current state as
+    /// ADDED events; a number streams changes after it. Selector transitions become
+    /// ADDED/DELETED as the watch cache does.
+    pub(crate) async fn watch(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ObjectStream> {
+        let pfx = prefix(res, ns);
+        let rv = opts.resource_version.as_deref().unwrap_or("");
+        let (initial, after) = if rv.is_empty() || rv == "0" {
+            let all = self
+                .list(
+                    res,
+                    ns,
+                    &ListOptions {
+                        limit: 0,
+                        continue_token: None,
+                        ..opts.clone()
+                    },
+                )
+                .await?;
+            (all.items, all.resource_version)
+        } else {
+            (Vec::new(), parse_rv(rv)?)
+        };
+        let current = self.store.current_revision().await?;
+        if after > current {
+            return Err(RegistryError::Expired(format!(
+                "too large resource version: {after}, current: {current}"
+            )));
+        }
+        let changes = match self.store.watch(&pfx, after).await {
+            Ok(s) => s,
+            Err(StoreError::Compacted {
+                requested,
+                compacted,
+            }) => {
+                return Err(RegistryError::Expired(format!(
+                    "too old resource version: {requested} ({compacted})"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let opts = opts.clone();
+        let this = self.clone();
+        let initial = futures::stream::iter(initial.into_iter().map(|o| Ok((EventType::Added, o))));
+        let live = changes.filter_map(move |ev| {
+            let out = match ev {
+                Ok(ev) => this.translate(&opts, ev).transpose(),
+                Err(StoreError::Compacted {
+                    requested,
+                    compacted,
+                }) => Some(Err(RegistryError::Expired(format!(
+                    "too old resource version: {requested} ({compacted})"
+                )))),
+                Err(StoreError::WatchLagged) => Some(Err(RegistryError::Expired(
+                    "the watch fell behind; list again".into(),
+                ))),
+                Err(e) => Some(Err(e.into())),
+            };
+            futures::future::ready(out)
+        });
+        Ok(Box::pin(initial.chain(live)))
+    }
+
+    fn translate(&self, opts: &ListOptions, ev: StoreEvent) -> Result<Option<(EventType, Value)>> {
+        match ev {
+            StoreEvent::Put { kv, prev } => {
+                let obj = decode(&kv)?;
+                let now_matches = self.matches(opts, &obj);
+                let was = match &prev {
+                    Some(p) => Some(self.matches(opts, &decode(p)?)),
+                    None => None,
+                };
+                Ok(match (was, now_matches) {
+                    (None, true) | (Some(false), true) => Some((EventType::Added, obj)),
+                    (Some(true), true) => Some((EventType::Modified, obj)),
+                    // Left the selection: a DELETED of the new state at the new revision.
+                    (Some(true), false) => Some((EventType::Deleted, obj)),
+                    _ => None,
+                })
+            }
+            StoreEvent::Delete { prev, revision } => {
+                let mut obj = decode(&prev)?;
+                if !self.matches(opts, &obj) {
+                    return Ok(None);
+                }
+                meta_mut(&mut obj)
+                    .insert("resourceVersion".into(), Value::from(revision.to_string()));
+                Ok(Some((EventType::Deleted, obj)))
+            }
+        }
+    }
+}
+
+fn dry_run_or_same(dry_run: bool, marked: &Value, current: &Value) -> bool {
+    dry_run || same_content(marked, current)
+}
+
+fn is_deleting(obj: &Value) -> bool {
+    meta(obj).is_some_and(|m| m.contains_key("deletionTimestamp"))
+}
+
+fn finalizers(obj: &Value) -> Vec<Value> {
+    meta(obj)
+        .and_then(|m| m.get("finalizers"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A pod whose grace period has not run out stays until its node confirms it stopped.
+fn graceful_pending(obj: &Value, _clock: &dyn crate::clock::Clock) -> bool {
+    obj.get("kind").and_then(Value::as_str) == Some("Pod")
+        && meta(obj)
+            .and_then(|m| m.get("deletionGracePeriodSeconds"))
+            .and_then(Value::as_i64)
+            .is_some_and(|g| g > 0)
+}

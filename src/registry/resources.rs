@@ -1,0 +1,747 @@
+//! The resources this server stores or serves, and their per-kind rules: defaulting on
+//! create, validation on create and update, which fields selectors may name. Mirrors the
+//! `strategy.go` files under kubernetes `pkg/registry/core/*`.
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+
+use super::validation::{self as v, FieldError};
+use crate::wellknown;
+
+/// How a resource's object names are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NameRule {
+    Dns1123Label,
+    Dns1123Subdomain,
+    PathSegment,
+}
+
+/// A subresource served under a resource (`serviceaccounts/token`, `pods/status`).
+#[derive(Debug)]
+pub(crate) struct Subresource {
+    pub(crate) name: &'static str,
+    /// The group, version and kind of what the subresource takes and returns.
+    pub(crate) group: &'static str,
+    pub(crate) version: &'static str,
+    pub(crate) kind: &'static str,
+    pub(crate) verbs: &'static [&'static str],
+}
+
+/// A resource as discovery describes it.
+#[derive(Debug)]
+pub(crate) struct Resource {
+    pub(crate) group: &'static str,
+    pub(crate) version: &'static str,
+    pub(crate) kind: &'static str,
+    pub(crate) plural: &'static str,
+    pub(crate) singular: &'static str,
+    pub(crate) short_names: &'static [&'static str],
+    pub(crate) categories: &'static [&'static str],
+    pub(crate) namespaced: bool,
+    pub(crate) verbs: &'static [&'static str],
+    /// Stored in the store (false: a create-only review that is computed, never kept).
+    pub(crate) stored: bool,
+    pub(crate) subresources: &'static [Subresource],
+    /// Fields a field selector may name besides `metadata.name` / `metadata.namespace`.
+    pub(crate) field_selectors: &'static [&'static str],
+    pub(crate) name_rule: NameRule,
+}
+
+impl Resource {
+    /// `group/version`, or `v1` for the core group.
+    pub(crate) fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The qualified resource name used in error messages: `serviceaccounts`, or
+    /// `tokenreviews.authentication.k8s.io` for other groups.
+    pub(crate) fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    pub(crate) fn subresource(&self, name: &str) -> Option<&'static Subresource> {
+        self.subresources.iter().find(|s| s.name == name)
+    }
+
+    pub(crate) fn has_status(&self) -> bool {
+        self.subresource("status").is_some()
+    }
+}
+
+const CRUD: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+const NAMESPACE_VERBS: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
+const CREATE_ONLY: &[&str] = &["create"];
+
+macro_rules! status_sub {
+    ($kind:literal) => {
+        Subresource {
+            name: "status",
+            group: "",
+            version: "v1",
+            kind: $kind,
+            verbs: &["get", "patch", "update"],
+        }
+    };
+}
+
+/// Every resource, in discovery order.
+pub(crate) static RESOURCES: &[Resource] = &[
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "ConfigMap",
+        plural: "configmaps",
+        singular: "configmap",
+        short_names: &["cm"],
+        categories: &[],
+        namespaced: true,
+        verbs: CRUD,
+        stored: true,
+        subresources: &[],
+        field_selectors: &[],
+        name_rule: NameRule::Dns1123Subdomain,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        singular: "event",
+        short_names: &["ev"],
+        categories: &[],
+        namespaced: true,
+        verbs: CRUD,
+        stored: true,
+        subresources: &[],
+        field_selectors: &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        name_rule: NameRule::PathSegment,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Namespace",
+        plural: "namespaces",
+        singular: "namespace",
+        short_names: &["ns"],
+        categories: &[],
+        namespaced: false,
+        verbs: NAMESPACE_VERBS,
+        stored: true,
+        subresources: &[status_sub!("Namespace")],
+        field_selectors: &["status.phase"],
+        name_rule: NameRule::Dns1123Label,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Node",
+        plural: "nodes",
+        singular: "node",
+        short_names: &["no"],
+        categories: &[],
+        namespaced: false,
+        verbs: CRUD,
+        stored: true,
+        subresources: &[status_sub!("Node")],
+        field_selectors: &["spec.unschedulable"],
+        name_rule: NameRule::Dns1123Subdomain,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Pod",
+        plural: "pods",
+        singular: "pod",
+        short_names: &["po"],
+        categories: &["all"],
+        namespaced: true,
+        verbs: CRUD,
+        stored: true,
+        subresources: &[status_sub!("Pod")],
+        field_selectors: &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        name_rule: NameRule::Dns1123Subdomain,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Secret",
+        plural: "secrets",
+        singular: "secret",
+        short_names: &[],
+        categories: &[],
+        namespaced: true,
+        verbs: CRUD,
+        stored: true,
+        subresources: &[],
+        field_selectors: &["type"],
+        name_rule: NameRule::Dns1123Subdomain,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        short_names: &["sa"],
+        categories: &[],
+        namespaced: true,
+        verbs: CRUD,
+        stored: true,
+        subresources: &[],
+        field_selectors: &[],
+        name_rule: NameRule::Dns1123Subdomain,
+    },
+    Resource {
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectReview",
+        plural: "selfsubjectreviews",
+        singular: "selfsubjectreview",
+        short_names: &[],
+        categories: &[],
+        namespaced: false,
+        verbs: CREATE_ONLY,
+        stored: false,
+        subresources: &[],
+        field_selectors: &[],
+        name_rule: NameRule::Dns1123Subdomain,
+    },
+    Resource {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectAccessReview",
+        plural: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        short_names: &[],
+        categories: &[],
+        namespaced: false,
+        verbs: CREATE_ONLY,
+        stored: false,
+        subresources: &[],
+        field_selectors: &[],
+        name_rule: NameRule::Dns1123Subdomain,
+    },
+    Resource {
+        group: "coordination.k8s.io",
+        version: "v1",
+        kind: "Lease",
+        plural: "leases",
+        singular: "lease",
+        short_names: &[],
+        categories: &[],
+        namespaced: true,
+        verbs: CRUD,
+        stored: true,
+        subresources: &[],
+        field_selectors: &[],
+        name_rule: NameRule::Dns1123Subdomain,
+    },
+];
+
+/// Looks a resource up by group, version and plural name.
+pub(crate) fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The resource of a Kind in the core group (for internal callers).
+pub(crate) fn core(plural: &str) -> &'static Resource {
+    // Only called with the plural names of the table above; a typo is a programming
+    // error that every test would hit at once.
+    #[allow(clippy::expect_used)]
+    find("", "v1", plural).expect("core resource is in the table")
+}
+
+/// Defaults applied on create (`PrepareForCreate` + API defaulting).
+pub(crate) fn default_on_create(res: &Resource, obj: &mut Map<String, Value>) {
+    match res.kind {
+        "Namespace" => {
+            let name = obj
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            // The NamespaceDefaultLabelName feature (GA 1.22) labels every namespace.
+            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                let labels = meta.entry("labels").or_insert_with(|| json!({}));
+                if let Some(l) = labels.as_object_mut() {
+                    l.insert("kubernetes.io/metadata.name".into(), Value::from(name));
+                }
+            }
+            let spec = obj.entry("spec").or_insert_with(|| json!({}));
+            if let Some(s) = spec.as_object_mut()
+                && !s.contains_key("finalizers")
+            {
+                s.insert("finalizers".into(), json!(["kubernetes"]));
+            }
+            obj.insert("status".into(), json!({"phase": "Active"}));
+        }
+        "Secret" => {
+            if obj
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .is_empty()
+            {
+                obj.insert("type".into(), Value::from(wellknown::SECRET_TYPE_OPAQUE));
+            }
+            fold_string_data(obj);
+        }
+        "Pod" => default_pod(obj),
+        _ => {}
+    }
+}
+
+/// Moves `stringData` into `data` (base64), as the Secret conversion does.
+pub(crate) fn fold_string_data(obj: &mut Map<String, Value>) {
+    let Some(Value::Object(sd)) = obj.remove("stringData") else {
+        return;
+    };
+    let data = obj.entry("data").or_insert_with(|| json!({}));
+    if data.is_null() {
+        *data = json!({});
+    }
+    if let Some(d) = data.as_object_mut() {
+        for (k, v) in sd {
+            let text = v.as_str().unwrap_or_default();
+            d.insert(
+                k,
+                Value::from(base64::engine::general_purpose::STANDARD.encode(text)),
+            );
+        }
+    }
+}
+
+fn default_pod(obj: &mut Map<String, Value>) {
+    let spec = obj.entry("spec").or_insert_with(|| json!({}));
+    if let Some(s) = spec.as_object_mut() {
+        for (k, v) in [
+            ("restartPolicy", json!("Always")),
+            (
+                "terminationGracePeriodSeconds",
+                json!(wellknown::DEFAULT_TERMINATION_GRACE_SECONDS),
+            ),
+            ("dnsPolicy", json!("ClusterFirst")),
+            ("securityContext", json!({})),
+            ("schedulerName", json!("default-scheduler")),
+            ("enableServiceLinks", json!(true)),
+            ("preemptionPolicy", json!("PreemptLowerPriority")),
+            ("priority", json!(0)),
+        ] {
+            s.entry(k).or_insert(v);
+        }
+        for list in ["initContainers", "containers"] {
+            if let Some(cs) = s.get_mut(list).and_then(Value::as_array_mut) {
+                for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                    let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
+                    // `Always` for untagged or :latest images, as SetDefaults_Container.
+                    let last = image.rsplit('/').next().unwrap_or_default();
+                    let pull = if !last.contains(':') || last.ends_with(":latest") {
+                        "Always"
+                    } else {
+                        "IfNotPresent"
+                    };
+                    c.entry("imagePullPolicy").or_insert_with(|| json!(pull));
+                    c.entry("resources").or_insert_with(|| json!({}));
+                    c.entry("terminationMessagePath")
+                        .or_insert_with(|| json!("/dev/termination-log"));
+                    c.entry("terminationMessagePolicy")
+                        .or_insert_with(|| json!("File"));
+                    if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                            p.entry("protocol").or_insert_with(|| json!("TCP"));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(vols) = s.get_mut("volumes").and_then(Value::as_array_mut) {
+            for vol in vols.iter_mut().filter_map(Value::as_object_mut) {
+                for (src, mode) in [
+                    ("projected", "defaultMode"),
+                    ("secret", "defaultMode"),
+                    ("configMap", "defaultMode"),
+                ] {
+                    if let Some(o) = vol.get_mut(src).and_then(Value::as_object_mut) {
+                        o.entry(mode).or_insert_with(|| json!(420));
+                    }
+                }
+            }
+        }
+    }
+    obj.insert(
+        "status".into(),
+        json!({"phase": "Pending", "qosClass": "BestEffort"}),
+    );
+}
+
+/// Decodes the object into its k8s-openapi type: the same structural check the Go
+/// decoder does. The message mirrors kube-apiserver's
+/// `<Kind> in version "v1" cannot be handled as a <Kind>: <reason>`.
+pub(crate) fn typed_check(res: &Resource, obj: &Value) -> Result<(), String> {
+    use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core};
+    fn check<T: serde::de::DeserializeOwned>(obj: &Value) -> Result<(), String> {
+        T::deserialize(obj).map(|_| ()).map_err(|e| e.to_string())
+    }
+    let result = match res.kind {
+        "ConfigMap" => check::<core::ConfigMap>(obj),
+        "Event" => check::<core::Event>(obj),
+        "Namespace" => check::<core::Namespace>(obj),
+        "Node" => check::<core::Node>(obj),
+        "Pod" => check::<core::Pod>(obj),
+        "Secret" => check::<core::Secret>(obj),
+        "ServiceAccount" => check::<core::ServiceAccount>(obj),
+        "Lease" => check::<coord::Lease>(obj),
+        _ => Ok(()),
+    };
+    result.map_err(|e| {
+        format!(
+            "{kind} in version \"{v}\" cannot be handled as a {kind}: {e}",
+            kind = res.kind,
+            v = res.version
+        )
+    })
+}
+
+fn str_at<'a>(obj: &'a Value, ptr: &str) -> &'a str {
+    obj.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn map_at<'a>(obj: &'a Value, ptr: &str) -> Option<&'a Map<String, Value>> {
+    obj.pointer(ptr).and_then(Value::as_object)
+}
+
+/// Validation of metadata common to every kind (`ValidateObjectMeta`).
+pub(crate) fn validate_meta(res: &Resource, obj: &Value, errs: &mut Vec<FieldError>) {
+    let name = str_at(obj, "/metadata/name");
+    let name_errs = match res.name_rule {
+        NameRule::Dns1123Label => v::dns1123_label(name),
+        NameRule::Dns1123Subdomain => v::dns1123_subdomain(name),
+        NameRule::PathSegment => v::path_segment(name),
+    };
+    for e in name_errs {
+        errs.push(FieldError::invalid("metadata.name", Value::from(name), e));
+    }
+    if let Some(labels) = map_at(obj, "/metadata/labels") {
+        for (k, val) in labels {
+            for e in v::qualified_name(k) {
+                errs.push(FieldError::invalid(
+                    "metadata.labels",
+                    Value::from(k.as_str()),
+                    e,
+                ));
+            }
+            let s = val.as_str().unwrap_or_default();
+            for e in v::label_value(s) {
+                errs.push(FieldError::invalid("metadata.labels", Value::from(s), e));
+            }
+        }
+    }
+    if let Some(ann) = map_at(obj, "/metadata/annotations") {
+        let mut total = 0;
+        for (k, val) in ann {
+            for e in v::qualified_name(k) {
+                errs.push(FieldError::invalid(
+                    "metadata.annotations",
+                    Value::from(k.as_str()),
+                    e,
+                ));
+            }
+            total += k.len() + val.as_str().map_or(0, str::len);
+        }
+        if total > wellknown::MAX_ANNOTATIONS_BYTES {
+            errs.push(FieldError::too_long(
+                "metadata.annotations",
+                wellknown::MAX_ANNOTATIONS_BYTES,
+            ));
+        }
+    }
+}
+
+/// Kind-specific validation. `old` is the stored object on update.
+pub(crate) fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    validate_meta(res, obj, &mut errs);
+    match res.kind {
+        "Secret" => validate_secret(obj, old, &mut errs),
+        "ConfigMap" => validate_config_map(obj, old, &mut errs),
+        "Pod" => validate_pod(obj, old, &mut errs),
+        _ => {}
+    }
+    errs
+}
+
+fn data_size(
+    obj: &Value,
+    fields: &[&str],
+    base64_values: bool,
+    errs: &mut Vec<FieldError>,
+) -> usize {
+    let mut total = 0;
+    let mut seen = std::collections::HashSet::new();
+    for field in fields {
+        let Some(map) = obj.get(*field).and_then(Value::as_object) else {
+            continue;
+        };
+        for (k, val) in map {
+            for e in v::config_map_key(k) {
+                errs.push(FieldError::invalid(
+                    format!("{field}[{k}]"),
+                    Value::from(k.as_str()),
+                    e,
+                ));
+            }
+            if !seen.insert(k.clone()) {
+                errs.push(FieldError {
+                    kind: v::ErrorType::Invalid,
+                    field: format!("data[{k}]"),
+                    value: Some(Value::from(k.as_str())),
+                    detail: "duplicate of key present in binaryData".into(),
+                });
+            }
+            let s = val.as_str().unwrap_or_default();
+            total += if base64_values || *field == "binaryData" {
+                s.len() / 4 * 3
+            } else {
+                s.len()
+            };
+        }
+    }
+    total
+}
+
+fn validate_secret(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+    if data_size(obj, &["data"], true, errs) > wellknown::MAX_SECRET_BYTES {
+        errs.push(FieldError::too_long("data", wellknown::MAX_SECRET_BYTES));
+    }
+    let ty = str_at(obj, "/type");
+    if ty == wellknown::SECRET_TYPE_SA_TOKEN {
+        let key = wellknown::ANNOTATION_SA_NAME;
+        if map_at(obj, "/metadata/annotations")
+            .and_then(|a| a.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .is_empty()
+        {
+            errs.push(FieldError::required(
+                format!("metadata.annotations[{key}]"),
+                "",
+            ));
+        }
+    }
+    if let Some(old) = old {
+        if str_at(old, "/type") != ty {
+            errs.push(FieldError::invalid(
+                "type",
+                Value::from(ty),
+                "field is immutable",
+            ));
+        }
+        immutable_data(obj, old, &["data"], errs);
+    }
+}
+
+fn validate_config_map(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+    if data_size(obj, &["data", "binaryData"], false, errs) > wellknown::MAX_SECRET_BYTES {
+        errs.push(FieldError::too_long("", wellknown::MAX_SECRET_BYTES));
+    }
+    if let Some(old) = old {
+        immutable_data(obj, old, &["data", "binaryData"], errs);
+    }
+}
+
+/// `immutable: true` freezes data and the flag itself.
+fn immutable_data(obj: &Value, old: &Value, fields: &[&str], errs: &mut Vec<FieldError>) {
+    if old.get("immutable").and_then(Value::as_bool) != Some(true) {
+        return;
+    }
+    if obj.get("immutable").and_then(Value::as_bool) != Some(true) {
+        errs.push(FieldError::forbidden(
+            "immutable",
+            "field is immutable when `immutable` is set",
+        ));
+    }
+    for f in fields {
+        if obj.get(*f) != old.get(*f) {
+            errs.push(FieldError::forbidden(
+                *f,
+                "field is immutable when `immutable` is set",
+            ));
+        }
+    }
+}
+
+fn validate_pod(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+    let containers = obj.pointer("/spec/containers").and_then(Value::as_array);
+    match containers {
+        None => errs.push(FieldError::required("spec.containers", "")),
+        Some(cs) if cs.is_empty() => errs.push(FieldError::required("spec.containers", "")),
+        Some(cs) => {
+            for (i, c) in cs.iter().enumerate() {
+                let name = str_at(c, "/name");
+                if name.is_empty() {
+                    errs.push(FieldError::required(
+                        format!("spec.containers[{i}].name"),
+                        "",
+                    ));
+                } else {
+                    for e in v::dns1123_label(name) {
+                        errs.push(FieldError::invalid(
+                            format!("spec.containers[{i}].name"),
+                            Value::from(name),
+                            e,
+                        ));
+                    }
+                }
+                if str_at(c, "/image").is_empty() && old.is_none() {
+                    errs.push(FieldError::required(
+                        format!("spec.containers[{i}].image"),
+                        "",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(old) = old {
+        // Pod updates may only change images, activeDeadlineSeconds, tolerations
+        // (additions) and scheduling gates (`ValidatePodUpdate`); compare the rest.
+        let strip = |p: &Value| {
+            let mut s = p.get("spec").cloned().unwrap_or(Value::Null);
+            for list in ["containers", "initContainers"] {
+                if let Some(cs) = s.get_mut(list).and_then(Value::as_array_mut) {
+                    for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                        c.remove("image");
+                    }
+                }
+            }
+            if let Some(o) = s.as_object_mut() {
+                o.remove("activeDeadlineSeconds");
+                o.remove("tolerations");
+                o.remove("schedulingGates");
+                // The scheduler (or a client binding) may set nodeName once.
+                if old.pointer("/spec/nodeName").is_none() {
+                    o.remove("nodeName");
+                }
+            }
+            s
+        };
+        if strip(obj) != strip(old) {
+            errs.push(FieldError::forbidden(
+                "spec",
+                "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_lookups() {
+        assert_eq!(core("serviceaccounts").kind, "ServiceAccount");
+        assert!(find("", "v1", "nope").is_none());
+        let ssr = find("authentication.k8s.io", "v1", "selfsubjectreviews").unwrap();
+        assert_eq!(ssr.api_version(), "authentication.k8s.io/v1");
+        assert_eq!(ssr.qualified(), "selfsubjectreviews.authentication.k8s.io");
+        assert!(core("pods").has_status());
+    }
+
+    #[test]
+    fn secret_defaults_and_string_data() {
+        let mut o = json!({"metadata":{"name":"s"},"stringData":{"a":"b"}});
+        default_on_create(core("secrets"), o.as_object_mut().unwrap());
+        assert_eq!(o["type"], "Opaque");
+        assert_eq!(o["data"]["a"], "Yg==");
+        assert!(o.get("stringData").is_none());
+    }
+
+    #[test]
+    fn sa_token_secret_needs_annotation() {
+        let o = json!({"metadata":{"name":"s"},"type":"kubernetes.io/service-account-token"});
+        let errs = validate(core("secrets"), &o, None);
+        assert_eq!(
+            errs[0].to_string(),
+            "metadata.annotations[kubernetes.io/service-account.name]: Required value"
+        );
+    }
+
+    #[test]
+    fn secret_type_is_immutable() {
+        let old = json!({"metadata":{"name":"s"},"type":"Opaque"});
+        let new = json!({"metadata":{"name":"s"},"type":"kubernetes.io/tls"});
+        let errs = validate(core("secrets"), &new, Some(&old));
+        assert_eq!(errs[0].field, "type");
+    }
+
+    #[test]
+    fn typed_check_reports_like_kubernetes() {
+        let bad = json!({"metadata":{"name":"s"},"data":{"a":"%%%"}});
+        let err = typed_check(core("secrets"), &bad).unwrap_err();
+        assert!(
+            err.starts_with("Secret in version \"v1\" cannot be handled as a Secret:"),
+            "{err}"
+        );
+        assert!(
+            typed_check(
+                core("secrets"),
+                &json!({"metadata":{"name":"s"},"data":{"a":"Yg=="}})
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn pod_spec_is_mostly_immutable() {
+        let old = json!({"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"a"}]}});
+        let image =
+            json!({"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"b"}]}});
+        assert!(validate(core("pods"), &image, Some(&old)).is_empty());
+        let other =
+            json!({"metadata":{"name":"p"},"spec":{"containers":[{"name":"d","image":"a"}]}});
+        assert_eq!(validate(core("pods"), &other, Some(&old))[0].field, "spec");
+    }
+}

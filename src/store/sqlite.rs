@@ -1,0 +1,937 @@
+//! The embedded SQLite backend of [`Store`]: an append-only log of revisions in one file.
+//!
+//! Owns the schema, the durability settings, the write path, MVCC reads from the log, watch
+//! fan-out and compaction. Must not know Kubernetes types or HTTP, and must never run SQLite
+//! on an async worker thread (every call goes through `spawn_blocking`).
+//!
+//! The model is kine's (k3s-io/kine `pkg/logstructured/sqllog`, `pkg/drivers/generic`; see
+//! `shared/reference/dependencies.md` §2.1), read for facts only:
+//!
+//! * every write appends one row to `kv`; the row id *is* the revision. A row records the
+//!   key, whether it created the key or is a delete tombstone, the key's `create_revision`,
+//!   the revision of the key's previous row (`prev_revision`) and the value (for a tombstone,
+//!   the deleted value, so the delete event can carry it);
+//! * the value of a key at revision `r` is its newest row with id `<= r`, unless that row is
+//!   a tombstone;
+//! * there is one writer (a mutex-guarded connection that also assigns revisions), so the
+//!   revision is gap-free by construction and kine's gap filling is not needed. The
+//!   `AUTOINCREMENT` counter in `sqlite_sequence` is the head revision, even after compaction
+//!   deleted the newest row (a trailing tombstone);
+//! * `meta` holds the compacted revision and how far compaction has deleted rows.
+
+use std::collections::VecDeque;
+use std::fs::{self, DirBuilder, OpenOptions, Permissions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior, params};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::{KeyValue, ListResult, Revision, Store, StoreError, WatchEvent, WatchStream};
+
+/// How long a connection waits for a lock held by another connection before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Live events buffered per watcher; a watcher that falls further behind is ended.
+/// Small under test so that lagging is easy to provoke.
+const WATCH_BUFFER: usize = if cfg!(test) { 16 } else { 4096 };
+/// Rows read per replay query, so a long replay never holds a snapshot open for long.
+const REPLAY_PAGE: usize = if cfg!(test) { 7 } else { 1000 };
+/// Revisions handled per compaction transaction, so writes can run between batches.
+const COMPACT_BATCH: Revision = if cfg!(test) { 5 } else { 1000 };
+
+const COMPACTED: &str = "compacted";
+const COMPACT_PROGRESS: &str = "compact_progress";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kv (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    create_revision INTEGER NOT NULL,
+    prev_revision INTEGER NOT NULL,
+    value BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kv_name_id ON kv (name, id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('compacted', 0), ('compact_progress', 0);
+";
+
+const INSERT: &str =
+    "INSERT INTO kv (id, name, created, deleted, create_revision, prev_revision, value)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// The newest row of key `?1`.
+const LIVE: &str = "SELECT id, deleted, create_revision, value FROM kv WHERE name = ?1
+    ORDER BY id DESC LIMIT 1";
+
+/// The newest row at or below revision `?3` of every key in `[?1, ?2)`, minus deleted keys.
+/// It walks the `(name, id)` index in key order and stops at the limit, so a page costs
+/// its own size (times history per key), not the size of the range.
+const LIST: &str = "
+SELECT k.name, k.value, k.create_revision, k.id FROM kv k
+WHERE k.name >= ?1 AND k.name < ?2 AND k.deleted = 0
+  AND k.id = (SELECT MAX(m.id) FROM kv m WHERE m.name = k.name AND m.id <= ?3)
+ORDER BY k.name
+LIMIT ?4";
+
+/// One compaction batch: for the rows in `(?1, ?2]`, the rows they superseded (named as
+/// `prev_revision`) and the rows that are tombstones.
+const COMPACT: &str = "DELETE FROM kv WHERE id IN (
+    SELECT prev_revision FROM kv WHERE id > ?1 AND id <= ?2
+    UNION ALL SELECT id FROM kv WHERE id > ?1 AND id <= ?2 AND deleted = 1)";
+
+const SET_META: &str = "UPDATE meta SET value = ?1 WHERE key = ?2";
+
+/// Rows after `?1` for keys in `[?2, ?3)`, each with the value of the row it replaced.
+const REPLAY: &str = "
+SELECT k.id, k.name, k.created, k.deleted, k.create_revision, k.prev_revision, k.value, p.value
+FROM kv k LEFT JOIN kv p ON p.id = k.prev_revision AND k.created = 0 AND k.deleted = 0
+WHERE k.id > ?1 AND k.name >= ?2 AND k.name < ?3
+ORDER BY k.id
+LIMIT ?4";
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// The SQLite store. Cheap to share: all state lives behind one `Arc`.
+pub(crate) struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The only connection that writes. `None` once closed.
+    writer: Mutex<Option<Writer>>,
+    /// Reads run here, so they never wait for a write's fsync (WAL readers see the last
+    /// commit). `None` once closed.
+    reader: Mutex<Option<Connection>>,
+    /// Committed writes, in revision order. Dropped by `close`, which ends live watches.
+    events: Mutex<Option<broadcast::Sender<Arc<WatchEvent>>>>,
+    /// The head revision, for `current_revision` without touching SQLite.
+    head: AtomicI64,
+    closed: AtomicBool,
+    /// Compactions run one at a time, so their progress marker only moves forward.
+    compacting: tokio::sync::Mutex<()>,
+}
+
+struct Writer {
+    conn: Connection,
+    /// The last committed revision; the next write gets `rev + 1`.
+    rev: Revision,
+}
+
+enum Op {
+    Create(Vec<u8>),
+    Update(Vec<u8>, Option<Revision>),
+    Delete(Option<Revision>),
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`, a file readable by its owner only.
+    pub(crate) fn open(path: &Path) -> Result<Arc<SqliteStore>, StoreError> {
+        create_private(path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+
+        // 1. The writer: WAL plus synchronous=FULL fsyncs the log on every commit, so a
+        //    write that returned Ok survives kill -9 and power loss.
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "journal_mode is {mode}, not wal"
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        let rev = head_revision(&conn)?;
+
+        // 2. The reader, opened after the writer set up WAL and the schema.
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        reader.busy_timeout(BUSY_TIMEOUT)?;
+
+        let (events, _) = broadcast::channel(WATCH_BUFFER);
+        let inner = Inner {
+            writer: Mutex::new(Some(Writer { conn, rev })),
+            reader: Mutex::new(Some(reader)),
+            events: Mutex::new(Some(events)),
+            head: AtomicI64::new(rev),
+            closed: AtomicBool::new(false),
+            compacting: tokio::sync::Mutex::new(()),
+        };
+        Ok(Arc::new(SqliteStore {
+            inner: Arc::new(inner),
+        }))
+    }
+}
+
+/// Creates the directory (0700) and the file (0600) ourselves: SQLite would use the umask,
+/// and it gives the -wal and -shm files the database file's mode.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file may have been created with a looser mode.
+    fs::set_permissions(path, Permissions::from_mode(0o600))
+}
+
+/// Locks a std mutex, ignoring poisoning: a panic inside a critical section drops its
+/// `rusqlite::Transaction` (which rolls back) before the in-memory revision is advanced,
+/// so the guarded state is still consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs blocking SQLite work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+}
+
+impl Inner {
+    fn check_open(&self) -> Result<(), StoreError> {
+        match self.closed.load(Ordering::Acquire) {
+            true => Err(StoreError::Closed),
+            false => Ok(()),
+        }
+    }
+
+    /// Runs `f` in one read transaction: one consistent snapshot of rows, head and meta.
+    async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.check_open()?;
+        let inner = Arc::clone(self);
+        blocking(move || {
+            let mut guard = lock(&inner.reader);
+            let conn = guard.as_mut().ok_or(StoreError::Closed)?;
+            let tx = conn.transaction()?;
+            f(&tx)
+        })
+        .await
+    }
+
+    /// Runs `f` holding the write lock.
+    async fn write<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Inner, &mut Writer) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.check_open()?;
+        let inner = Arc::clone(self);
+        blocking(move || {
+            let mut guard = lock(&inner.writer);
+            let writer = guard.as_mut().ok_or(StoreError::Closed)?;
+            f(&inner, writer)
+        })
+        .await
+    }
+
+    /// Commits one create, update or delete and publishes its event.
+    async fn apply(self: &Arc<Self>, key: &str, op: Op) -> Result<WatchEvent, StoreError> {
+        let key = key.to_owned();
+        self.write(move |inner, w| {
+            let event = w.apply(key, op)?;
+            inner.head.store(event.revision(), Ordering::Release);
+            // Published under the write lock, so the channel carries every revision, in order.
+            if let Some(tx) = lock(&inner.events).as_ref()
+                && tx.receiver_count() > 0
+            {
+                // An error only means the last receiver left meanwhile: nobody to tell.
+                let _ = tx.send(Arc::new(event.clone()));
+            }
+            Ok(event)
+        })
+        .await
+    }
+}
+
+impl Writer {
+    /// Checks the key's current state and appends the row for `op`, in one transaction.
+    /// Failed checks write nothing and use no revision.
+    fn apply(&mut self, key: String, op: Op) -> Result<WatchEvent, StoreError> {
+        let rev = self.rev + 1;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let live = live_row(&tx, &key)?;
+        let event = match op {
+            Op::Create(value) => {
+                if live.is_some() {
+                    return Err(StoreError::AlreadyExists(key));
+                }
+                WatchEvent::Put {
+                    kv: kv(key, value, rev, rev),
+                    prev: None,
+                }
+            }
+            Op::Update(value, expected) => {
+                let prev = check_expected(live, &key, expected)?;
+                let kv = kv(key, value, prev.create_revision, rev);
+                WatchEvent::Put {
+                    kv,
+                    prev: Some(prev),
+                }
+            }
+            Op::Delete(expected) => {
+                let prev = check_expected(live, &key, expected)?;
+                WatchEvent::Delete {
+                    prev,
+                    revision: rev,
+                }
+            }
+        };
+        // The row is the event: replay turns it back into the same event.
+        let (created, deleted, kv, prev_revision) = match &event {
+            WatchEvent::Put { kv, prev } => (
+                prev.is_none(),
+                false,
+                kv,
+                prev.as_ref().map_or(0, |p| p.mod_revision),
+            ),
+            WatchEvent::Delete { prev, .. } => (false, true, prev, prev.mod_revision),
+        };
+        tx.prepare_cached(INSERT)?.execute(params![
+            rev,
+            kv.key,
+            created,
+            deleted,
+            kv.create_revision,
+            prev_revision,
+            kv.value
+        ])?;
+        tx.commit()?;
+        self.rev = rev;
+        Ok(event)
+    }
+}
+
+/// The live value of `key` (its newest row, unless that is a tombstone).
+fn live_row(conn: &Connection, key: &str) -> Result<Option<KeyValue>, StoreError> {
+    let row = conn
+        .prepare_cached(LIVE)?
+        .query_row([key], |r| {
+            let kv = kv(key.to_owned(), r.get(3)?, r.get(2)?, r.get(0)?);
+            Ok((r.get::<_, bool>(1)?, kv))
+        })
+        .optional()?;
+    Ok(row.filter(|(deleted, _)| !deleted).map(|(_, kv)| kv))
+}
+
+/// Optimistic concurrency for update and delete: the key must be live and, when the caller
+/// names a revision, still at it (kine's `Compare(mod_revision == N)`).
+fn check_expected(
+    live: Option<KeyValue>,
+    key: &str,
+    expected: Option<Revision>,
+) -> Result<KeyValue, StoreError> {
+    let kv = live.ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
+    match expected {
+        Some(expected) if expected != kv.mod_revision => Err(StoreError::Conflict {
+            key: key.to_owned(),
+            expected,
+            actual: kv.mod_revision,
+        }),
+        _ => Ok(kv),
+    }
+}
+
+fn kv(key: String, value: Vec<u8>, create_revision: Revision, mod_revision: Revision) -> KeyValue {
+    KeyValue {
+        key,
+        value,
+        create_revision,
+        mod_revision,
+    }
+}
+
+fn head_revision(conn: &Connection) -> Result<Revision, StoreError> {
+    let sql = "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'kv'), 0)";
+    Ok(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
+}
+
+fn meta(conn: &Connection, key: &str) -> Result<Revision, StoreError> {
+    let sql = "SELECT value FROM meta WHERE key = ?1";
+    Ok(conn.prepare_cached(sql)?.query_row([key], |r| r.get(0))?)
+}
+
+/// etcd's rule for reads at, and watches after, a revision.
+fn check_revision(
+    requested: Revision,
+    head: Revision,
+    compacted: Revision,
+) -> Result<(), StoreError> {
+    if requested < compacted {
+        Err(StoreError::Compacted {
+            requested,
+            compacted,
+        })
+    } else if requested > head {
+        Err(StoreError::FutureRevision {
+            requested,
+            current: head,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// A range bound passed as TEXT from raw bytes: names compare bytewise (the BINARY collation
+/// is memcmp), but a bound need not be valid UTF-8.
+struct TextBound(Vec<u8>);
+
+impl ToSql for TextBound {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(ValueRef::Text(&self.0)))
+    }
+}
+
+/// The exclusive upper bound of the keys starting with `prefix`. Keys are UTF-8, which never
+/// contains 0xFF and never ends in a byte above 0xBF, so bumping the last byte cannot
+/// overflow, and `[0xFF]` is above every key.
+fn prefix_end(prefix: &str) -> TextBound {
+    let mut end = prefix.as_bytes().to_vec();
+    match end.last_mut() {
+        Some(last) => *last += 1,
+        None => end.push(0xFF),
+    }
+    TextBound(end)
+}
+
+fn sql_limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Turns a `kv` row (as selected by [`REPLAY`]) back into the event that wrote it.
+fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<WatchEvent> {
+    let (revision, key): (Revision, String) = (r.get(0)?, r.get(1)?);
+    let (created, deleted): (bool, bool) = (r.get(2)?, r.get(3)?);
+    let (create_revision, prev_revision): (Revision, Revision) = (r.get(4)?, r.get(5)?);
+    let value: Vec<u8> = r.get(6)?;
+    if deleted {
+        let prev = kv(key, value, create_revision, prev_revision);
+        return Ok(WatchEvent::Delete { prev, revision });
+    }
+    let prev = match created {
+        true => None,
+        // The replaced row is the key's newest at or below any revision a watch may start
+        // after, so compaction has kept it; a NULL here fails loudly as corruption.
+        false => Some(kv(key.clone(), r.get(7)?, create_revision, prev_revision)),
+    };
+    let kv = kv(key, value, create_revision, revision);
+    Ok(WatchEvent::Put { kv, prev })
+}
+
+/// One page of replay: changes under `prefix` after `after`, and the head of the snapshot.
+fn replay_page(
+    conn: &Connection,
+    prefix: &str,
+    after: Revision,
+) -> Result<(Vec<WatchEvent>, Revision), StoreError> {
+    let head = head_revision(conn)?;
+    // A compaction may overtake a watcher between pages; its next rows would be gone.
+    check_revision(after, head, meta(conn, COMPACTED)?)?;
+    let mut stmt = conn.prepare_cached(REPLAY)?;
+    let rows = stmt.query_map(
+        params![after, prefix, prefix_end(prefix), sql_limit(REPLAY_PAGE)],
+        event_of,
+    )?;
+    Ok((rows.collect::<Result<_, _>>()?, head))
+}
+
+/// The state behind one watch stream: replay from the log page by page, then live events.
+struct Watcher {
+    inner: Arc<Inner>,
+    rx: broadcast::Receiver<Arc<WatchEvent>>,
+    prefix: String,
+    /// Every change up to here was delivered or did not match the prefix.
+    last: Revision,
+    replaying: bool,
+    /// The channel dropped events; whether any of them mattered is known at the next one.
+    lagged: bool,
+    pending: VecDeque<WatchEvent>,
+    done: bool,
+}
+
+impl Watcher {
+    async fn next(&mut self) -> Option<Result<WatchEvent, StoreError>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(Ok(event));
+            }
+            if self.done {
+                return None;
+            }
+            if self.replaying {
+                let (prefix, after) = (self.prefix.clone(), self.last);
+                match self
+                    .inner
+                    .read(move |c| replay_page(c, &prefix, after))
+                    .await
+                {
+                    Ok((events, head)) => {
+                        if events.len() < REPLAY_PAGE {
+                            // Caught up with the snapshot: everything up to its head is
+                            // replayed, and `rx` holds every write after our subscription.
+                            self.replaying = false;
+                            self.last = head;
+                        } else if let Some(event) = events.last() {
+                            self.last = event.revision();
+                        }
+                        self.pending.extend(events);
+                    }
+                    Err(StoreError::Closed) => self.done = true,
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+                continue;
+            }
+            match self.rx.recv().await {
+                Ok(event) => {
+                    let revision = event.revision();
+                    if revision <= self.last {
+                        continue; // already replayed
+                    }
+                    // After a lag the channel resumes at its oldest kept event. Every
+                    // revision is published, so a jump past `last + 1` means one was lost.
+                    if std::mem::take(&mut self.lagged) && revision > self.last + 1 {
+                        self.done = true;
+                        return Some(Err(StoreError::WatchLagged));
+                    }
+                    self.last = revision;
+                    if event.key().starts_with(&self.prefix) {
+                        return Some(Ok(WatchEvent::clone(&event)));
+                    }
+                }
+                Err(RecvError::Lagged(_)) => self.lagged = true,
+                Err(RecvError::Closed) => self.done = true,
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn current_revision(&self) -> Result<Revision, StoreError> {
+        self.inner.check_open()?;
+        Ok(self.inner.head.load(Ordering::Acquire))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let key = key.to_owned();
+        self.inner.read(move |c| live_row(c, &key)).await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        at: Option<Revision>,
+    ) -> Result<ListResult, StoreError> {
+        let (prefix, start_after) = (prefix.to_owned(), start_after.map(str::to_owned));
+        self.inner
+            .read(move |c| {
+                let head = head_revision(c)?;
+                let revision = at.unwrap_or(head);
+                check_revision(revision, head, meta(c, COMPACTED)?)?;
+                // One row beyond the limit tells whether more follow.
+                let fetch = if limit == 0 {
+                    -1
+                } else {
+                    sql_limit(limit).saturating_add(1)
+                };
+                // Strictly after `a` is at or after `a` + NUL, its successor in byte order.
+                let from = match start_after {
+                    Some(a) if a.as_str() >= prefix.as_str() => [a.as_bytes(), b"\0"].concat(),
+                    _ => prefix.as_bytes().to_vec(),
+                };
+                let mut stmt = c.prepare_cached(LIST)?;
+                let rows = stmt.query_map(
+                    params![TextBound(from), prefix_end(&prefix), revision, fetch],
+                    |r| Ok(kv(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )?;
+                let mut items: Vec<KeyValue> = rows.collect::<Result<_, _>>()?;
+                let more = limit > 0 && items.len() > limit;
+                items.truncate(if more { limit } else { items.len() });
+                Ok(ListResult {
+                    items,
+                    revision,
+                    more,
+                })
+            })
+            .await
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError> {
+        put_kv(self.inner.apply(key, Op::Create(value)).await?)
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Option<Revision>,
+    ) -> Result<KeyValue, StoreError> {
+        put_kv(self.inner.apply(key, Op::Update(value, expected)).await?)
+    }
+
+    async fn delete(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+    ) -> Result<(KeyValue, Revision), StoreError> {
+        match self.inner.apply(key, Op::Delete(expected)).await? {
+            WatchEvent::Delete { prev, revision } => Ok((prev, revision)),
+            WatchEvent::Put { .. } => {
+                Err(StoreError::Backend("internal: delete wrote a put".into()))
+            }
+        }
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
+        self.inner.check_open()?;
+        // 1. Subscribe first: every write committed from now on reaches `rx`, and the replay
+        //    (which starts later) sees every write before, so nothing falls in between.
+        let rx = lock(&self.inner.events)
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .subscribe();
+        // 2. Refuse a compacted or future start now, rather than as the stream's first item.
+        self.inner
+            .read(move |c| check_revision(after, head_revision(c)?, meta(c, COMPACTED)?))
+            .await?;
+        let watcher = Watcher {
+            inner: Arc::clone(&self.inner),
+            rx,
+            prefix: prefix.to_owned(),
+            last: after,
+            replaying: true,
+            lagged: false,
+            pending: VecDeque::new(),
+            done: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            watcher,
+            |mut w| async move { w.next().await.map(|item| (item, w)) },
+        )))
+    }
+
+    /// Like etcd, a revision below the compacted one is `Compacted` and a future one
+    /// `FutureRevision`; compacting at the compacted revision again is a no-op that also
+    /// finishes a compaction interrupted by a crash.
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        let _one_at_a_time = self.inner.compacting.lock().await;
+        // 1. Record the new compacted revision before deleting anything, so reads below it
+        //    fail instead of seeing rows vanish.
+        let mut done = self
+            .inner
+            .write(move |_, w| {
+                let compacted = meta(&w.conn, COMPACTED)?;
+                check_revision(revision, w.rev, compacted)?;
+                w.conn.execute(SET_META, params![revision, COMPACTED])?;
+                meta(&w.conn, COMPACT_PROGRESS)
+            })
+            .await?;
+        // 2. Delete in short transactions. A row in (done, revision] supersedes the row it
+        //    names as `prev_revision`, and a tombstone there is not needed at `revision`
+        //    or later. The live row of a key is named by no row and is never a tombstone.
+        //    Batches go up in id order, so a key's older rows go no later than its tombstone.
+        while done < revision {
+            let (lo, hi) = (done, revision.min(done.saturating_add(COMPACT_BATCH)));
+            self.inner
+                .write(move |_, w| {
+                    let tx = w
+                        .conn
+                        .transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    tx.execute(COMPACT, [lo, hi])?;
+                    tx.execute(SET_META, params![hi, COMPACT_PROGRESS])?;
+                    Ok(tx.commit()?)
+                })
+                .await?;
+            done = hi;
+        }
+        Ok(())
+    }
+
+    async fn compacted_revision(&self) -> Result<Revision, StoreError> {
+        self.inner.read(|c| meta(c, COMPACTED)).await
+    }
+
+    /// Waits for the write in flight, closes both connections (checkpointing the WAL) and
+    /// ends every watch. Closing twice is fine.
+    async fn close(&self) -> Result<(), StoreError> {
+        self.inner.closed.store(true, Ordering::Release);
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let writer = lock(&inner.writer).take();
+            let reader = lock(&inner.reader).take();
+            // Dropping the only sender ends every live watch stream.
+            drop(lock(&inner.events).take());
+            if let Some(w) = writer {
+                w.conn.close().map_err(|(_, e)| e)?;
+            }
+            if let Some(r) = reader {
+                r.close().map_err(|(_, e)| e)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The new value written by a create or an update.
+fn put_kv(event: WatchEvent) -> Result<KeyValue, StoreError> {
+    match event {
+        WatchEvent::Put { kv, .. } => Ok(kv),
+        WatchEvent::Delete { .. } => {
+            Err(StoreError::Backend("internal: put wrote a delete".into()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::store::conformance::{conformance_tests, next_event, next_item, with_guard};
+
+    async fn fresh_store() -> Arc<dyn Store> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("store.db")).unwrap();
+        with_guard(store, dir)
+    }
+
+    conformance_tests!(fresh_store);
+
+    /// A store in a directory that does not exist yet.
+    fn temp_store() -> (tempfile::TempDir, PathBuf, Arc<SqliteStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/data/store.db");
+        let store = SqliteStore::open(&path).unwrap();
+        (dir, path, store)
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Rows physically present in the log, read with a connection of our own.
+    fn row_count(path: &Path) -> i64 {
+        let conn = Connection::open(path).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM kv", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_acknowledged_write_survives_a_crash_and_a_drop() {
+        let (_dir, path, s) = temp_store();
+        for i in 0..6 {
+            let key = format!("k/{i}");
+            s.create(&key, vec![i]).await.unwrap();
+            s.update(&key, vec![i, i], None).await.unwrap();
+            if i % 2 == 1 {
+                s.delete(&key, None).await.unwrap();
+            }
+        }
+        let live = s.list("", None, 0, None).await.unwrap();
+        let past = s.list("", None, 0, Some(4)).await.unwrap();
+        assert_eq!((live.items.len(), past.items.len()), (3, 2));
+        // Like kill -9: the connections are never closed, so the WAL is never checkpointed
+        // into the database file and the next open must recover from it.
+        std::mem::forget(s);
+        let wal = path.with_file_name("store.db-wal");
+        assert!(
+            std::fs::metadata(&wal).unwrap().len() > 0,
+            "the writes sit in the WAL"
+        );
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.list("", None, 0, None).await.unwrap().items, live.items);
+        // Dropped without close.
+        drop(s);
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.current_revision().await.unwrap(), live.revision);
+        assert_eq!(s.list("", None, 0, None).await.unwrap().items, live.items);
+        assert_eq!(
+            s.list("", None, 0, Some(4)).await.unwrap().items,
+            past.items
+        );
+        let next = s.create("new", vec![]).await.unwrap();
+        assert_eq!(next.mod_revision, live.revision + 1);
+    }
+
+    #[test]
+    fn writes_are_fsynced_through_a_wal() {
+        let (_dir, _, s) = temp_store();
+        let guard = lock(&s.inner.writer);
+        let conn = &guard.as_ref().unwrap().conn;
+        let sync: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        let journal: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!((sync, journal.as_str()), (2, "wal"), "2 is FULL");
+    }
+
+    #[tokio::test]
+    async fn files_are_owner_only() {
+        let (_dir, path, s) = temp_store();
+        s.create("k", vec![1]).await.unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&path.with_file_name("store.db-wal")), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        s.close().await.unwrap();
+        // An existing file with a looser mode is tightened on open.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert!(s.get("k").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn revisions_are_gap_free() {
+        let (_dir, _, s) = temp_store();
+        assert_eq!(
+            s.current_revision().await.unwrap(),
+            0,
+            "an empty store is at 0"
+        );
+        let mut revs = vec![s.create("a", vec![]).await.unwrap().mod_revision];
+        assert!(s.create("a", vec![]).await.is_err());
+        assert!(s.update("a", vec![], Some(99)).await.is_err());
+        revs.push(s.update("a", vec![1], None).await.unwrap().mod_revision);
+        assert!(s.delete("b", None).await.is_err());
+        revs.push(s.delete("a", None).await.unwrap().1);
+        revs.push(s.create("a", vec![]).await.unwrap().mod_revision);
+        assert_eq!(revs, [1, 2, 3, 4], "failed writes use no revision");
+    }
+
+    #[tokio::test]
+    async fn compaction_deletes_superseded_rows_and_keeps_the_head() {
+        let (_dir, path, s) = temp_store();
+        // More revisions than one compaction batch, ending in a delete.
+        s.create("keep", vec![0]).await.unwrap();
+        for i in 1..12 {
+            s.update("keep", vec![i], None).await.unwrap();
+        }
+        s.create("gone", vec![]).await.unwrap();
+        let (_, head) = s.delete("gone", None).await.unwrap();
+        assert_eq!(row_count(&path), 14);
+        s.compact(head - 2).await.unwrap();
+        assert_eq!(
+            row_count(&path),
+            3,
+            "keep's last row, gone's create and tombstone"
+        );
+        s.compact(head).await.unwrap();
+        assert_eq!(row_count(&path), 1, "only the live row is left");
+        assert_eq!(s.get("keep").await.unwrap().unwrap().value, vec![11]);
+        drop(s);
+        // The head is the AUTOINCREMENT counter, not the newest row (the tombstone is gone).
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.current_revision().await.unwrap(), head);
+        assert_eq!(s.compacted_revision().await.unwrap(), head);
+        let next = s.create("gone", vec![]).await.unwrap();
+        assert_eq!(next.mod_revision, head + 1);
+    }
+
+    #[tokio::test]
+    async fn a_lagging_watcher_is_ended() {
+        let (_dir, _, s) = temp_store();
+        let mut w = s.watch("", 0).await.unwrap();
+        s.create("first", vec![]).await.unwrap();
+        assert_eq!(next_event(&mut w).await.key(), "first");
+        for i in 0..(WATCH_BUFFER + 4) {
+            s.create(&format!("k/{i}"), vec![]).await.unwrap();
+        }
+        let mut delivered = 0;
+        loop {
+            match next_item(&mut w).await {
+                Some(Ok(_)) => delivered += 1,
+                Some(Err(StoreError::WatchLagged)) => break,
+                other => panic!("expected WatchLagged, got {other:?}"),
+            }
+        }
+        assert!(delivered < WATCH_BUFFER + 4);
+        assert!(
+            next_item(&mut w).await.is_none(),
+            "the error is the last item"
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_before_the_first_poll_are_replayed_not_lagged() {
+        // The stream replays lazily: a burst before its first poll overflows the channel,
+        // but the log already holds every event the channel dropped.
+        let (_dir, _, s) = temp_store();
+        let mut w = s.watch("k/", 0).await.unwrap();
+        let n = WATCH_BUFFER * 2;
+        for i in 0..n {
+            s.create(&format!("k/{i:03}"), vec![]).await.unwrap();
+        }
+        for i in 0..n {
+            assert_eq!(next_event(&mut w).await.key(), format!("k/{i:03}"));
+        }
+        let live = s.create("k/live", vec![]).await.unwrap();
+        assert_eq!(next_event(&mut w).await.revision(), live.mod_revision);
+    }
+
+    #[tokio::test]
+    async fn compaction_overtaking_a_replay_ends_it() {
+        let (_dir, _, s) = temp_store();
+        for i in 0..20 {
+            s.create(&format!("k/{i:02}"), vec![]).await.unwrap();
+        }
+        let mut w = s.watch("", 0).await.unwrap();
+        for rev in 1..=REPLAY_PAGE as Revision {
+            assert_eq!(next_event(&mut w).await.revision(), rev);
+        }
+        s.compact(15).await.unwrap();
+        match next_item(&mut w).await {
+            Some(Err(StoreError::Compacted {
+                requested,
+                compacted,
+            })) => {
+                assert_eq!((requested, compacted), (REPLAY_PAGE as Revision, 15));
+            }
+            other => panic!("expected Compacted, got {other:?}"),
+        }
+        assert!(next_item(&mut w).await.is_none());
+    }
+
+    #[test]
+    fn prefix_end_bounds_exactly_the_prefix() {
+        assert_eq!(prefix_end("a/").0, b"a0");
+        assert_eq!(prefix_end("").0, [0xFF]);
+        assert_eq!(prefix_end("é").0, [0xC3, 0xAA], "bumps the last UTF-8 byte");
+        let end = prefix_end("a/").0;
+        for key in ["a/", "a/x", "a/\u{10FFFF}"] {
+            assert!(key.as_bytes() < end.as_slice(), "{key} is in range");
+        }
+        assert!(b"ab".as_slice() >= end.as_slice());
+    }
+}

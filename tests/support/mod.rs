@@ -1,0 +1,327 @@
+//! Harness for the black-box integration tests: starts the real `tokenwarden` binary on a free
+//! loopback port with a temporary data dir, waits for `/readyz`, and wraps the real `kubectl`.
+//! Every failure shows the command, its output, the server's log tail and the data dir listing
+//! (STYLE.md habit 7). It must not reach into the server's internals: only the binary and kubectl.
+// Each tests/*.rs compiles this module on its own and uses a different subset of it.
+#![allow(dead_code)]
+
+use std::fmt::{self, Display};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use std::{sync::mpsc, thread};
+
+/// kubectl 1.32 itself, and Google Cloud SDK's dispatcher, which asks `/version` and then runs
+/// the matching kubectl (shared/reference/kubectl-wire.md §0).
+pub(crate) const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
+pub(crate) const DISPATCHER: &str = "/usr/bin/kubectl";
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The binary under test. `option_env!`, not `env!`, so that this file also compiles outside
+/// the tokenwarden package (there it fails at run time, loudly).
+pub(crate) fn tokenwarden_bin() -> &'static str {
+    match option_env!("CARGO_BIN_EXE_tokenwarden") {
+        Some(path) => path,
+        None => panic!("CARGO_BIN_EXE_tokenwarden was not set when these tests were compiled"),
+    }
+}
+
+/// The value of `result`, or a panic naming what was being done.
+pub(crate) fn or_die<T, E: Display>(result: Result<T, E>, doing: impl Display) -> T {
+    result.unwrap_or_else(|e| panic!("cannot {doing}: {e}"))
+}
+
+/// What one finished command printed.
+pub(crate) struct Output {
+    pub(crate) cmd: String,
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl Output {
+    pub(crate) fn success(&self) -> bool {
+        self.status.success()
+    }
+}
+
+impl Display for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (cmd, status, out, err) = (&self.cmd, self.status, &self.stdout, &self.stderr);
+        write!(
+            f,
+            "$ {cmd}\n[{status}]\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
+        )
+    }
+}
+
+/// One tokenwarden process. `root` holds `data/` (the data dir), `server.log` (stdout and stderr
+/// of every run), `kubectl-cache/` (kubectl's caches, kubectl-wire.md §6) and test files.
+pub(crate) struct Server {
+    root: tempfile::TempDir,
+    port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub(crate) fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts with extra `serve` flags after the fixed ones.
+    pub(crate) fn start_with(args: &[&str]) -> Server {
+        for tool in [KUBECTL, DISPATCHER] {
+            assert!(
+                Path::new(tool).exists(),
+                "{tool} is missing: the tests need it"
+            );
+        }
+        let root = or_die(
+            tempfile::Builder::new().prefix("tw-it-").tempdir(),
+            "make a dir",
+        );
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut server = Server {
+            root,
+            port: free_port(),
+            args,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    pub(crate) fn kubeconfig(&self) -> PathBuf {
+        self.data_dir().join("admin.kubeconfig")
+    }
+
+    /// SIGTERM, expect a clean exit, then start again on the same data dir and port.
+    #[track_caller]
+    pub(crate) fn restart(&mut self) {
+        let status = self.stop("-TERM");
+        if !status.success() {
+            self.fail(format!("unclean exit on SIGTERM: {status}"));
+        }
+        self.spawn();
+    }
+
+    /// SIGKILL, as a crash would; `start_again` brings it back.
+    #[track_caller]
+    pub(crate) fn kill9(&mut self) {
+        self.stop("-9");
+    }
+
+    #[track_caller]
+    pub(crate) fn start_again(&mut self) {
+        assert!(self.child.is_none(), "start_again: still running");
+        self.spawn();
+    }
+
+    #[track_caller]
+    fn spawn(&mut self) {
+        let path = self.root.path().join("server.log");
+        let log = OpenOptions::new().create(true).append(true).open(&path);
+        let mut log = or_die(log, format!("open {}", path.display()));
+        let _ = writeln!(log, "=== harness: starting on port {} ===", self.port);
+        let log2 = or_die(log.try_clone(), "clone the log file");
+        let port = self.port.to_string();
+        let mut cmd = Command::new(tokenwarden_bin());
+        cmd.arg("serve").arg("--data-dir").arg(self.data_dir());
+        cmd.args(["--bind-address", "127.0.0.1", "--secure-port", &port]);
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        self.child = Some(or_die(cmd.spawn(), format!("run {cmd:?}")));
+        // Ready = the kubeconfig is written and kubectl gets 200 from /readyz with it.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                self.fail(format!("tokenwarden exited with {status} before ready"));
+            }
+            let listening = TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+            let probe = ["get", "--raw", "/readyz", "--request-timeout=5s"];
+            if listening && self.kubeconfig().exists() && self.kubectl(&probe).success() {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail("no 200 from GET /readyz within 30 s");
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    #[track_caller]
+    fn stop(&mut self, signal: &str) -> ExitStatus {
+        let Some(mut child) = self.child.take() else {
+            self.fail("not running")
+        };
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args([signal, &pid]).status();
+        assert!(
+            matches!(sent, Ok(s) if s.success()),
+            "kill {signal}: {sent:?}"
+        );
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    self.fail(format!("still running 20 s after kill {signal}"));
+                }
+            }
+        }
+    }
+
+    /// The last 60 lines of the server log and a listing of the data dir.
+    pub(crate) fn report(&self) -> String {
+        let log = fs::read_to_string(self.root.path().join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+        let mut listing = String::new();
+        list_dir(&self.data_dir(), &mut listing);
+        format!("--- server log (last 60 lines) ---\n{tail}\n--- data dir ---\n{listing}")
+    }
+
+    #[track_caller]
+    pub(crate) fn fail(&self, msg: impl Display) -> ! {
+        panic!("{msg}\n{}", self.report())
+    }
+
+    /// Unless `ok`, panics with `what`, the command and its output, and the server report.
+    #[track_caller]
+    pub(crate) fn check(&self, ok: bool, what: &str, out: &Output) {
+        if !ok {
+            self.fail(format!("{what}\n{out}"));
+        }
+    }
+
+    /// Writes a file (a manifest) into the temp dir and returns its path.
+    #[track_caller]
+    pub(crate) fn write_file(&self, name: &str, contents: &str) -> String {
+        let path = self.root.path().join(name);
+        let done = fs::write(&path, contents);
+        or_die(done, format!("write {}", path.display()));
+        path.to_string_lossy().into_owned()
+    }
+
+    /// `program --kubeconfig K --cache-dir <temp>/kubectl-cache ARGS`, with `KUBECONFIG` unset.
+    pub(crate) fn command(&self, program: &str, kubeconfig: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(program);
+        let cache = self.root.path().join("kubectl-cache");
+        cmd.env_remove("KUBECONFIG").arg("--kubeconfig");
+        cmd.arg(kubeconfig).arg("--cache-dir").arg(cache).args(args);
+        cmd
+    }
+
+    #[track_caller]
+    pub(crate) fn kubectl(&self, args: &[&str]) -> Output {
+        self.run(self.command(KUBECTL, &self.kubeconfig(), args), None)
+    }
+
+    #[track_caller]
+    pub(crate) fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
+        self.run(self.command(KUBECTL, &self.kubeconfig(), args), Some(input))
+    }
+
+    #[track_caller]
+    pub(crate) fn kubectl_dispatcher(&self, args: &[&str]) -> Output {
+        self.run(self.command(DISPATCHER, &self.kubeconfig(), args), None)
+    }
+
+    /// kubectl 1.32 with `--token=TOKEN`, which overrides the kubeconfig's admin token.
+    #[track_caller]
+    pub(crate) fn kubectl_with_token(&self, token: &str, args: &[&str]) -> Output {
+        let mut cmd = self.command(KUBECTL, &self.kubeconfig(), args);
+        cmd.arg(format!("--token={token}"));
+        self.run(cmd, None)
+    }
+
+    /// kubectl 1.32 that must succeed; returns its stdout.
+    #[track_caller]
+    pub(crate) fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        self.check(out.success(), "command failed", &out);
+        out.stdout
+    }
+
+    /// kubectl 1.32 that must fail.
+    #[track_caller]
+    pub(crate) fn kubectl_err(&self, args: &[&str]) -> Output {
+        let out = self.kubectl(args);
+        self.check(!out.success(), "command should have failed", &out);
+        out
+    }
+
+    /// Runs `cmd` (see `command`) with `input` on stdin; kills it after 60 s.
+    #[track_caller]
+    pub(crate) fn run(&self, mut cmd: Command, input: Option<&str>) -> Output {
+        let line = format!("{cmd:?}");
+        let stdin = input.map_or_else(Stdio::null, |_| Stdio::piped());
+        let (out, err) = (Stdio::piped(), Stdio::piped());
+        let mut child = or_die(cmd.stdin(stdin).stdout(out).stderr(err).spawn(), &line);
+        if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+            // Written from a thread so that a large input cannot deadlock against stdout.
+            let input = input.to_owned();
+            thread::spawn(move || stdin.write_all(input.as_bytes()));
+        }
+        let pid = child.id().to_string();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || tx.send(child.wait_with_output()));
+        let Ok(out) = rx.recv_timeout(COMMAND_TIMEOUT) else {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            self.fail(format!("{line} did not finish within 60 s"));
+        };
+        let out = or_die(out, format!("wait for {line}"));
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        let (stdout, stderr) = (text(out.stdout), text(out.stderr));
+        Output {
+            cmd: line,
+            status: out.status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port that was free a moment ago: bind port 0, read the port, release it.
+fn free_port() -> u16 {
+    let addr = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+    or_die(addr, "find a free port").port()
+}
+
+fn list_dir(dir: &Path, out: &mut String) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out.push_str(&format!("{} (cannot be read)\n", dir.display()));
+    };
+    for entry in entries.flatten() {
+        let (path, len) = (entry.path(), entry.metadata().map(|m| m.len()).unwrap_or(0));
+        out.push_str(&format!("{} ({len} bytes)\n", path.display()));
+        if path.is_dir() {
+            list_dir(&path, out);
+        }
+    }
+}
