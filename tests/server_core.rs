@@ -718,12 +718,14 @@ fn assert_configmaps(s: &Server, count: usize) {
 #[test]
 fn acknowledged_writes_survive_kill_9_and_restart() {
     let mut s = Server::start();
-    let mut list = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    // 40 documents in one multi-document YAML stream: one POST each, each acknowledged.
+    // (A `kind: List` makes kubectl validate against /openapi/v2, which is not served.)
+    let mut docs = String::new();
     for n in 1..=40 {
-        let head = format!("- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: cm-{n}\n");
-        list.push_str(&format!("{head}  data:\n    k: \"{n}\"\n"));
+        let head = format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{n}\n");
+        docs.push_str(&format!("{head}data:\n  k: \"{n}\"\n"));
     }
-    let out = s.kubectl_stdin(&["apply", "-f", "-"], &list);
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], &docs);
     for n in 1..=40 {
         let ok = out.success() && has_line(&out.stdout, &format!("configmap/cm-{n} created"));
         s.check(ok, &format!("cm-{n} was not acknowledged"), &out);
