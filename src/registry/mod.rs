@@ -1037,3 +1037,508 @@ fn graceful_pending(obj: &Value, _clock: &dyn crate::clock::Clock) -> bool {
             .and_then(Value::as_i64)
             .is_some_and(|g| g > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FakeClock;
+    use crate::store::sqlite::SqliteStore;
+
+    struct Fixture {
+        registry: Registry,
+        store: Arc<dyn Store>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let clock = FakeClock::at(1_795_392_244);
+        let registry = Registry::new(store.clone(), clock.clone());
+        registry.ensure_system_namespaces().await.unwrap();
+        Fixture {
+            registry,
+            store,
+            _dir: dir,
+        }
+    }
+
+    fn sa(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})
+    }
+
+    fn rv(obj: &Value) -> &str {
+        obj["metadata"]["resourceVersion"].as_str().unwrap()
+    }
+
+    #[tokio::test]
+    async fn create_fills_server_owned_metadata() {
+        let f = fixture().await;
+        let res = resources::core("serviceaccounts");
+        let mut body = sa("example-sa");
+        body["metadata"]["uid"] = json!("client-chosen");
+        body["metadata"]["namespace"] = json!("");
+        let obj = f
+            .registry
+            .create(res, Some("default"), body, false)
+            .await
+            .unwrap();
+        assert_eq!(obj["metadata"]["namespace"], "default");
+        assert_eq!(obj["metadata"]["creationTimestamp"], "2026-11-23T00:04:04Z");
+        assert_ne!(obj["metadata"]["uid"], "client-chosen");
+        assert_eq!(obj["metadata"]["uid"].as_str().unwrap().len(), 36);
+        assert!(rv(&obj).parse::<i64>().unwrap() > 0);
+        let again = f
+            .registry
+            .create(res, Some("default"), sa("example-sa"), false)
+            .await;
+        assert!(matches!(again, Err(RegistryError::AlreadyExists { .. })));
+    }
+
+    #[tokio::test]
+    async fn generate_name_and_required_name() {
+        let f = fixture().await;
+        let res = resources::core("configmaps");
+        let obj = f
+            .registry
+            .create(
+                res,
+                Some("default"),
+                json!({"metadata": {"generateName": "cm-"}}),
+                false,
+            )
+            .await
+            .unwrap();
+        let name = obj["metadata"]["name"].as_str().unwrap();
+        assert!(name.starts_with("cm-") && name.len() == 8, "{name}");
+        let err = f
+            .registry
+            .create(res, Some("default"), json!({"metadata": {}}), false)
+            .await
+            .unwrap_err();
+        match err {
+            RegistryError::Invalid { causes, .. } => {
+                assert_eq!(
+                    causes[0].to_string(),
+                    "metadata.name: Required value: name or generateName is required"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn namespaced_objects_need_their_namespace() {
+        let f = fixture().await;
+        let res = resources::core("serviceaccounts");
+        let err = f
+            .registry
+            .create(res, Some("nope"), sa("a"), false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RegistryError::NotFound { ref resource, ref name } if resource == "namespaces" && name == "nope")
+        );
+        let mut wrong = sa("a");
+        wrong["metadata"]["namespace"] = json!("kube-system");
+        assert!(matches!(
+            f.registry.create(res, Some("default"), wrong, false).await,
+            Err(RegistryError::BadRequest(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn updates_are_optimistic_and_noops_keep_the_revision() {
+        let f = fixture().await;
+        let res = resources::core("serviceaccounts");
+        let created = f
+            .registry
+            .create(res, Some("default"), sa("a"), false)
+            .await
+            .unwrap();
+        let mut stale = created.clone();
+        let (updated, changed) = f
+            .registry
+            .update_with(res, Some("default"), "a", None, false, |cur| {
+                let mut next = cur.clone();
+                next["metadata"]["labels"] = json!({"team": "blue"});
+                Ok(next)
+            })
+            .await
+            .unwrap();
+        assert!(changed);
+        assert_ne!(rv(&updated), rv(&created));
+        // A write based on the old resourceVersion loses.
+        stale["metadata"]["labels"] = json!({"team": "red"});
+        let err = f
+            .registry
+            .update_with(
+                res,
+                Some("default"),
+                "a",
+                None,
+                false,
+                |_| Ok(stale.clone()),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("Operation cannot be fulfilled on serviceaccounts \"a\""),
+            "{err}"
+        );
+        // Writing back what is stored changes nothing, not even the resourceVersion.
+        let (same, changed) = f
+            .registry
+            .update_with(
+                res,
+                Some("default"),
+                "a",
+                None,
+                false,
+                |cur| Ok(cur.clone()),
+            )
+            .await
+            .unwrap();
+        assert!(!changed);
+        assert_eq!(rv(&same), rv(&updated));
+        // uid and creationTimestamp cannot be rewritten; a foreign uid is a precondition failure.
+        let err = f
+            .registry
+            .update_with(res, Some("default"), "a", None, false, |cur| {
+                let mut next = cur.clone();
+                next["metadata"]["uid"] = json!("other");
+                Ok(next)
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::Conflict { .. }));
+    }
+
+    #[tokio::test]
+    async fn status_and_spec_are_written_separately() {
+        let f = fixture().await;
+        let res = resources::core("pods");
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+        f.registry
+            .create(res, Some("default"), pod, false)
+            .await
+            .unwrap();
+        let (obj, _) = f
+            .registry
+            .update_with(res, Some("default"), "p", None, false, |cur| {
+                let mut next = cur.clone();
+                next["status"]["phase"] = json!("Running");
+                next["metadata"]["labels"] = json!({"a": "b"});
+                Ok(next)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            obj["status"]["phase"], "Pending",
+            "main resource may not change status"
+        );
+        assert_eq!(obj["metadata"]["labels"]["a"], "b");
+        let (obj, _) = f
+            .registry
+            .update_with(res, Some("default"), "p", Some("status"), false, |cur| {
+                let mut next = cur.clone();
+                next["status"]["phase"] = json!("Running");
+                next["metadata"]["labels"] = json!({});
+                Ok(next)
+            })
+            .await
+            .unwrap();
+        assert_eq!(obj["status"]["phase"], "Running");
+        assert_eq!(
+            obj["metadata"]["labels"]["a"], "b",
+            "status writes keep metadata"
+        );
+        assert_eq!(obj["metadata"]["generation"], 1);
+    }
+
+    #[tokio::test]
+    async fn lists_page_at_one_revision() {
+        let f = fixture().await;
+        let res = resources::core("configmaps");
+        for i in 0..5 {
+            let obj = json!({"metadata": {"name": format!("cm-{i}"), "labels": {"even": (i % 2 == 0).to_string()}}});
+            f.registry
+                .create(res, Some("default"), obj, false)
+                .await
+                .unwrap();
+        }
+        let opts = ListOptions {
+            limit: 2,
+            ..Default::default()
+        };
+        let first = f.registry.list(res, Some("default"), &opts).await.unwrap();
+        assert_eq!(first.items.len(), 2);
+        let token = first.continue_token.clone().unwrap();
+        // A create after the first page is not seen by the continuation.
+        f.registry
+            .create(
+                res,
+                Some("default"),
+                json!({"metadata": {"name": "cm-9"}}),
+                false,
+            )
+            .await
+            .unwrap();
+        let mut names = Vec::new();
+        let mut next = Some(token);
+        while let Some(t) = next {
+            let page = f
+                .registry
+                .list(
+                    res,
+                    Some("default"),
+                    &ListOptions {
+                        limit: 2,
+                        continue_token: Some(t),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(page.resource_version, first.resource_version);
+            names.extend(
+                page.items
+                    .iter()
+                    .map(|o| o["metadata"]["name"].as_str().unwrap().to_string()),
+            );
+            next = page.continue_token;
+        }
+        assert_eq!(names, vec!["cm-2", "cm-3", "cm-4"]);
+        let even = ListOptions {
+            label_selector: selectors::LabelSelector::parse("even=true").unwrap(),
+            limit: 1,
+            ..Default::default()
+        };
+        let page = f.registry.list(res, Some("default"), &even).await.unwrap();
+        assert_eq!(page.items[0]["metadata"]["name"], "cm-0");
+        let all = f
+            .registry
+            .list(res, None, &ListOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(all.items.len(), 6);
+        assert!(matches!(
+            f.registry
+                .list(
+                    res,
+                    None,
+                    &ListOptions {
+                        continue_token: Some("garbage".into()),
+                        ..Default::default()
+                    }
+                )
+                .await,
+            Err(RegistryError::BadRequest(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn finalizers_and_graceful_pods_delay_deletion() {
+        let f = fixture().await;
+        let cm = resources::core("configmaps");
+        let body = json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}});
+        f.registry
+            .create(cm, Some("default"), body, false)
+            .await
+            .unwrap();
+        let pending = f
+            .registry
+            .delete(cm, Some("default"), "held", &DeleteOptions::default())
+            .await
+            .unwrap();
+        let Deleted::Pending(obj) = pending else {
+            panic!("expected pending")
+        };
+        assert_eq!(obj["metadata"]["deletionTimestamp"], "2026-11-23T00:04:04Z");
+        f.registry
+            .update_with(cm, Some("default"), "held", None, false, |cur| {
+                let mut next = cur.clone();
+                next["metadata"]["finalizers"] = json!([]);
+                Ok(next)
+            })
+            .await
+            .unwrap();
+        assert!(matches!(
+            f.registry.get(cm, Some("default"), "held").await,
+            Err(RegistryError::NotFound { .. })
+        ));
+
+        let pods = resources::core("pods");
+        let pod = |name: &str, node: Option<&str>| {
+            let mut p = json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+            if let Some(n) = node {
+                p["spec"]["nodeName"] = json!(n);
+            }
+            p
+        };
+        f.registry
+            .create(pods, Some("default"), pod("unscheduled", None), false)
+            .await
+            .unwrap();
+        let gone = f
+            .registry
+            .delete(
+                pods,
+                Some("default"),
+                "unscheduled",
+                &DeleteOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(gone, Deleted::Now(_)),
+            "an unscheduled pod goes at once"
+        );
+        f.registry
+            .create(pods, Some("default"), pod("running", Some("node-a")), false)
+            .await
+            .unwrap();
+        let Deleted::Pending(p) = f
+            .registry
+            .delete(pods, Some("default"), "running", &DeleteOptions::default())
+            .await
+            .unwrap()
+        else {
+            panic!("a scheduled pod gets its grace period")
+        };
+        assert_eq!(p["metadata"]["deletionGracePeriodSeconds"], 30);
+        assert_eq!(p["metadata"]["deletionTimestamp"], "2026-11-23T00:04:34Z");
+        let shorter = DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            f.registry
+                .delete(pods, Some("default"), "running", &shorter)
+                .await
+                .unwrap(),
+            Deleted::Now(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn delete_preconditions_and_namespace_contents() {
+        let f = fixture().await;
+        let ns = resources::core("namespaces");
+        let cm = resources::core("configmaps");
+        f.registry
+            .create(ns, None, json!({"metadata": {"name": "x"}}), false)
+            .await
+            .unwrap();
+        let created = f
+            .registry
+            .create(cm, Some("x"), json!({"metadata": {"name": "c"}}), false)
+            .await
+            .unwrap();
+        let wrong = DeleteOptions {
+            precondition_uid: Some("nope".into()),
+            ..Default::default()
+        };
+        let err = f
+            .registry
+            .delete(cm, Some("x"), "c", &wrong)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("Precondition failed: UID in precondition: nope"),
+            "{err}"
+        );
+        let right = DeleteOptions {
+            precondition_resource_version: Some(rv(&created).to_string()),
+            ..Default::default()
+        };
+        f.registry
+            .create(cm, Some("x"), json!({"metadata": {"name": "d"}}), false)
+            .await
+            .unwrap();
+        f.registry.delete(cm, Some("x"), "c", &right).await.unwrap();
+        f.registry
+            .delete(ns, None, "x", &DeleteOptions::default())
+            .await
+            .unwrap();
+        f.registry
+            .create(ns, None, json!({"metadata": {"name": "x"}}), false)
+            .await
+            .unwrap();
+        let left = f
+            .registry
+            .list(cm, Some("x"), &ListOptions::default())
+            .await
+            .unwrap();
+        assert!(
+            left.items.is_empty(),
+            "a deleted namespace takes its content along"
+        );
+    }
+
+    #[tokio::test]
+    async fn watch_replays_filters_and_expires() {
+        let f = fixture().await;
+        let res = resources::core("serviceaccounts");
+        f.registry
+            .create(res, Some("default"), sa("before"), false)
+            .await
+            .unwrap();
+        let opts = ListOptions {
+            label_selector: selectors::LabelSelector::parse("team=blue").unwrap(),
+            ..Default::default()
+        };
+        let mut all = f
+            .registry
+            .watch(res, Some("default"), &ListOptions::default())
+            .await
+            .unwrap();
+        let mut blue = f.registry.watch(res, Some("default"), &opts).await.unwrap();
+        let (t, o) = all.next().await.unwrap().unwrap();
+        assert_eq!(
+            (t, o["metadata"]["name"].as_str()),
+            (EventType::Added, Some("before"))
+        );
+        let label = |v: &'static str| {
+            move |cur: &Value| {
+                let mut next = cur.clone();
+                next["metadata"]["labels"] = json!({"team": v});
+                Ok(next)
+            }
+        };
+        f.registry
+            .update_with(res, Some("default"), "before", None, false, label("blue"))
+            .await
+            .unwrap();
+        f.registry
+            .update_with(res, Some("default"), "before", None, false, label("red"))
+            .await
+            .unwrap();
+        let (t, _) = all.next().await.unwrap().unwrap();
+        assert_eq!(t, EventType::Modified);
+        // Entering and leaving the selection are ADDED and DELETED for the filtered watcher.
+        let (t, _) = blue.next().await.unwrap().unwrap();
+        assert_eq!(t, EventType::Added);
+        let (t, o) = blue.next().await.unwrap().unwrap();
+        assert_eq!(
+            (t, o["metadata"]["labels"]["team"].as_str()),
+            (EventType::Deleted, Some("red"))
+        );
+        // Resuming from a compacted revision is 410 Expired.
+        let current = f.registry.current_revision().await.unwrap();
+        f.store.compact(current).await.unwrap();
+        let old = ListOptions {
+            resource_version: Some("1".into()),
+            ..Default::default()
+        };
+        match f.registry.watch(res, Some("default"), &old).await {
+            Err(RegistryError::Expired(m)) => {
+                assert!(m.starts_with("too old resource version: 1"), "{m}")
+            }
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("a compacted revision must not be watchable"),
+        }
+    }
+}
