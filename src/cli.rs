@@ -11,12 +11,22 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
-use crate::api::{self, AppState, ServerConfig};
+use jiff::SignedDuration;
+
+use crate::api::{self, AppState, ServerConfig, TokenServices};
 use crate::clock::SystemClock;
 use crate::pki::{self, PkiConfig};
 use crate::registry::Registry;
 use crate::store::{self, Store};
+use crate::telemetry::audit::AuditLog;
+use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{self, LogFormat};
+use crate::tokens::authenticator::{
+    self, AuthCache, AuthenticatorConfig, ServiceAccountAuthenticator,
+};
+use crate::tokens::issuer::{Issuer, IssuerConfig};
+use crate::tokens::keys::{KeySet, SigningKey, VerifyingKey};
+use crate::tokens::oidc;
 use crate::tokens::static_tokens::StaticTokens;
 use crate::tokens::{AuthenticatorChain, UserInfo};
 use crate::wellknown;
@@ -62,6 +72,80 @@ struct ServeArgs {
     /// Log line format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Issuer of service-account tokens (repeatable): the first signs, all are accepted.
+    #[arg(long = "service-account-issuer", default_value = wellknown::DEFAULT_ISSUER)]
+    service_account_issuer: Vec<String>,
+    /// Audiences a token must have to call this server, and the default audiences of a
+    /// TokenRequest (comma-separated; default: the issuers).
+    #[arg(long, value_delimiter = ',')]
+    api_audiences: Vec<String>,
+    /// PEM private key (RSA, or EC P-256/384/521) that signs service-account tokens
+    /// (default: the generated DATA_DIR/sa.key).
+    #[arg(long)]
+    service_account_signing_key_file: Option<PathBuf>,
+    /// PEM public or private keys that verify service-account tokens (repeatable); the
+    /// signing key always verifies too. Keep an old key here to rotate without breaking tokens.
+    #[arg(long = "service-account-key-file")]
+    service_account_key_file: Vec<PathBuf>,
+    /// Longest lifetime a TokenRequest gets (e.g. 24h); longer requests are shortened
+    /// with a warning. Between 1h and 2^32 s; 0 means no maximum.
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    service_account_max_token_expiration: i64,
+    /// Give the 3607 s admission token a one-year lifetime with a `warnafter` claim, so
+    /// clients that never reload their token keep working and show up as stale.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    service_account_extend_token_expiration: bool,
+    /// Check legacy (Secret) tokens against their Secret and ServiceAccount.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    service_account_lookup: bool,
+    /// The `jwks_uri` of the OIDC discovery document (default: this server's /openid/v1/jwks).
+    #[arg(long)]
+    service_account_jwks_uri: Option<String>,
+    /// Let unauthenticated clients read /.well-known/openid-configuration and
+    /// /openid/v1/jwks (for external verifiers such as Vault or cloud IAM).
+    #[arg(long)]
+    anonymous_issuer_discovery: bool,
+    /// Write an audit.k8s.io/v1 event (Metadata level) per request to this file.
+    #[arg(long)]
+    audit_log_path: Option<PathBuf>,
+    /// UNSAFE, for tests only: run the server's clock this far ahead (e.g. 2h), to make
+    /// tokens expire or turn stale without waiting.
+    #[arg(long, value_parser = parse_signed_duration)]
+    testing_clock_offset: Option<SignedDuration>,
+}
+
+/// A Go-style duration (`600s`, `1h30m`, `8760h`) as whole seconds.
+fn parse_duration(s: &str) -> Result<i64, String> {
+    let d = parse_signed_duration(s)?;
+    if d.is_negative() {
+        return Err(format!("{s:?} is negative"));
+    }
+    Ok(d.as_secs())
+}
+
+fn parse_signed_duration(s: &str) -> Result<SignedDuration, String> {
+    if s == "0" {
+        return Ok(SignedDuration::ZERO);
+    }
+    s.parse::<SignedDuration>()
+        .map_err(|e| format!("{s:?} is not a duration such as 600s, 1h30m or 8760h: {e}"))
+}
+
+/// The checks kube-apiserver makes of `--service-account-issuer`.
+fn check_issuers(issuers: &[String]) -> anyhow::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for i in issuers {
+        if i.is_empty() {
+            anyhow::bail!("--service-account-issuer may not be empty");
+        }
+        if i.contains(':') && !(i.starts_with("https://") || i.starts_with("http://")) {
+            anyhow::bail!("--service-account-issuer {i:?} contained a ':' but was not a valid URL");
+        }
+        if !seen.insert(i) {
+            anyhow::bail!("--service-account-issuer {i:?} is given twice");
+        }
+    }
+    Ok(())
 }
 
 /// Parses the command line and runs it; the exit code is 0 on success, 1 on failure.
@@ -97,7 +181,15 @@ const RETAINED_REVISIONS: i64 = 1000;
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let clock = SystemClock::shared();
+    let clock = match args.testing_clock_offset {
+        Some(offset) => {
+            tracing::warn!(
+                "--testing-clock-offset={offset}: the server clock is shifted; never use this outside tests"
+            );
+            SystemClock::with_offset(offset)
+        }
+        None => SystemClock::shared(),
+    };
     let pki = pki::ensure(
         &PkiConfig {
             data_dir: args.data_dir.clone(),
@@ -140,6 +232,90 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut authn = AuthenticatorChain::default();
     authn.push(Box::new(statics));
 
+    // Service-account tokens: keys, issuance, authentication, discovery.
+    check_issuers(&args.service_account_issuer)?;
+    let max = args.service_account_max_token_expiration;
+    if max != 0 && !(3600..=(1_i64 << 32)).contains(&max) {
+        anyhow::bail!(
+            "the service-account-max-token-expiration must be between 1 hour and 2^32 seconds"
+        );
+    }
+    let api_audiences = if args.api_audiences.is_empty() {
+        args.service_account_issuer.clone()
+    } else {
+        args.api_audiences.clone()
+    };
+    let signing_path = args
+        .service_account_signing_key_file
+        .clone()
+        .unwrap_or_else(|| pki.sa_key_path().to_path_buf());
+    let signing = SigningKey::from_pem(
+        &std::fs::read(&signing_path)
+            .with_context(|| format!("reading {}", signing_path.display()))?,
+    )
+    .with_context(|| format!("loading the signing key {}", signing_path.display()))?;
+    let mut verifying = Vec::new();
+    for path in &args.service_account_key_file {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        verifying.extend(
+            VerifyingKey::from_pem_all(&pem)
+                .with_context(|| format!("loading {}", path.display()))?,
+        );
+    }
+    let keys = Arc::new(KeySet::new(Some(signing), verifying));
+    let metrics = Arc::new(Metrics::new());
+    let cache = Arc::new(AuthCache::default());
+    authn.push(Box::new(ServiceAccountAuthenticator::new(
+        AuthenticatorConfig {
+            issuers: args.service_account_issuer.clone(),
+            api_audiences: api_audiences.clone(),
+            lookup_legacy: args.service_account_lookup,
+        },
+        keys.clone(),
+        Arc::new(registry.clone()),
+        clock.clone(),
+        metrics.clone(),
+        cache.clone(),
+    )));
+    let invalidator = tokio::spawn(authenticator::invalidate_from_watch(
+        registry.clone(),
+        cache,
+    ));
+    let issuer = Arc::new(Issuer::new(
+        IssuerConfig {
+            issuers: args.service_account_issuer.clone(),
+            api_audiences: api_audiences.clone(),
+            max_expiration_seconds: (max != 0).then_some(max),
+            extend_expiration: args.service_account_extend_token_expiration,
+        },
+        keys.clone(),
+        clock.clone(),
+    ));
+    let jwks_uri = args
+        .service_account_jwks_uri
+        .clone()
+        .unwrap_or_else(|| format!("{}/openid/v1/jwks", pki.server_url()));
+    let first_issuer = args
+        .service_account_issuer
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    let oidc = match oidc::build(&first_issuer, &jwks_uri, &keys) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!("{e}");
+            None
+        }
+    };
+    let audit = match &args.audit_log_path {
+        Some(path) => {
+            Some(Arc::new(AuditLog::open(path).with_context(|| {
+                format!("opening the audit log {}", path.display())
+            })?))
+        }
+        None => None,
+    };
+
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let compactor = tokio::spawn(store::compact_periodically(
         store.clone(),
@@ -148,7 +324,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
 
     let bind = SocketAddr::new(args.bind_address, args.secure_port);
-    let state = AppState::new(registry, authn, bind.to_string(), shutdown_rx);
+    let audit_handle = audit.clone();
+    let tokens = TokenServices {
+        issuer: Some(issuer),
+        api_audiences,
+        oidc,
+        anonymous_oidc: args.anonymous_issuer_discovery,
+        metrics,
+        audit,
+    };
+    let state = AppState::new(registry, authn, bind.to_string(), shutdown_rx, tokens);
     let config = ServerConfig {
         bind,
         tls: pki
@@ -175,6 +360,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await
     .context("serving")?;
     compactor.abort();
+    invalidator.abort();
+    if let Some(audit) = audit_handle {
+        audit.close().await;
+        if audit.dropped() > 0 || audit.write_errors() > 0 {
+            tracing::warn!(
+                "audit log: {} events dropped, {} write errors",
+                audit.dropped(),
+                audit.write_errors()
+            );
+        }
+    }
     store.close().await.context("closing the store")?;
     tracing::info!("stopped");
     Ok(())

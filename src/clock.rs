@@ -27,6 +27,11 @@ impl SystemClock {
     pub(crate) fn shared() -> SharedClock {
         Arc::new(SystemClock::default())
     }
+
+    /// A clock `offset` ahead of (or behind) the real one.
+    pub(crate) fn with_offset(offset: SignedDuration) -> SharedClock {
+        Arc::new(SystemClock { offset })
+    }
 }
 
 impl Clock for SystemClock {
@@ -72,6 +77,13 @@ pub(crate) fn format_time(t: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offset_clock_is_ahead() {
+        let shifted = SystemClock::with_offset(SignedDuration::from_hours(48));
+        let delta = shifted.now().as_second() - Timestamp::now().as_second();
+        assert!((47 * 3600..=49 * 3600).contains(&delta), "{delta}");
+    }
 
     #[test]
     fn fake_clock_moves_only_when_told() {

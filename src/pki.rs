@@ -145,8 +145,6 @@ impl Pki {
         &self.kubeconfig_path
     }
     /// PKCS#8 PEM private key that signs service-account tokens.
-    // Read by the token issuer and the root-CA publisher (issues 3 and 4).
-    #[allow(dead_code)]
     pub(crate) fn sa_key_path(&self) -> &Path {
         &self.sa_key_path
     }

@@ -16,6 +16,7 @@ pub(crate) const GROUP_MASTERS: &str = "system:masters";
 pub(crate) const GROUP_AUTHENTICATED: &str = "system:authenticated";
 pub(crate) const GROUP_UNAUTHENTICATED: &str = "system:unauthenticated";
 pub(crate) const USER_ANONYMOUS: &str = "system:anonymous";
+pub(crate) const GROUP_SERVICE_ACCOUNTS: &str = "system:serviceaccounts";
 
 pub(crate) const SECRET_TYPE_OPAQUE: &str = "Opaque";
 pub(crate) const SECRET_TYPE_SA_TOKEN: &str = "kubernetes.io/service-account-token";
@@ -30,3 +31,8 @@ pub(crate) const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 
 /// The default pod termination grace period (`DefaultTerminationGracePeriodSeconds`).
 pub(crate) const DEFAULT_TERMINATION_GRACE_SECONDS: i64 = 30;
+pub(crate) const LABEL_LEGACY_TOKEN_INVALID_SINCE: &str =
+    "kubernetes.io/legacy-token-invalid-since";
+
+/// The default service-account issuer and API audience (the reference cluster's).
+pub(crate) const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc";

@@ -1,8 +1,10 @@
 //! Who may do what, until RBAC exists: `system:masters` may do everything; everybody
 //! may read the public info paths (the `system:public-info-viewer` role); authenticated
 //! users may read discovery and OpenAPI (`system:discovery`) and create
-//! SelfSubjectReviews and SelfSubjectAccessReviews (`system:basic-user`). Everything
-//! else is denied with Kubernetes' message.
+//! SelfSubjectReviews and SelfSubjectAccessReviews (`system:basic-user`); service
+//! accounts may read the OIDC documents (`system:service-account-issuer-discovery`),
+//! and so may anonymous clients when the server allows it. Everything else is denied
+//! with Kubernetes' message.
 
 use super::request::{RequestInfo, ResourceRequest};
 use crate::tokens::UserInfo;
@@ -12,6 +14,8 @@ use crate::wellknown;
 const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version"];
 /// Paths authenticated users may GET.
 const DISCOVERY_PREFIXES: &[&str] = &["/api", "/apis", "/openapi"];
+/// The OIDC documents (`system:service-account-issuer-discovery`).
+const OIDC_PATHS: &[&str] = &["/.well-known/openid-configuration", "/openid/v1/jwks"];
 
 fn under(path: &str, base: &str) -> bool {
     path == base
@@ -20,8 +24,9 @@ fn under(path: &str, base: &str) -> bool {
             .is_some_and(|r| r.starts_with('/') || r.starts_with('?'))
 }
 
-/// Whether `user` may make the request.
-pub(crate) fn allowed(user: &UserInfo, info: &RequestInfo) -> bool {
+/// Whether `user` may make the request. `anonymous_oidc` grants the OIDC documents to
+/// everybody (the binding relying parties such as Vault need).
+pub(crate) fn allowed(user: &UserInfo, info: &RequestInfo, anonymous_oidc: bool) -> bool {
     if user.in_group(wellknown::GROUP_MASTERS) {
         return true;
     }
@@ -29,6 +34,10 @@ pub(crate) fn allowed(user: &UserInfo, info: &RequestInfo) -> bool {
         RequestInfo::NonResource { verb, path } => {
             let readable = verb == "get" || verb == "head";
             if readable && PUBLIC_PATHS.iter().any(|p| under(path, p)) {
+                return true;
+            }
+            let oidc = readable && OIDC_PATHS.iter().any(|p| path.trim_end_matches('/') == *p);
+            if oidc && (anonymous_oidc || user.in_group(wellknown::GROUP_SERVICE_ACCOUNTS)) {
                 return true;
             }
             readable
@@ -119,30 +128,33 @@ mod tests {
         let sa = user(&["system:serviceaccounts", "system:authenticated"]);
         let anon = user(&["system:unauthenticated"]);
         let list = info(Method::GET, "/api/v1/namespaces/default/pods");
-        assert!(allowed(&admin, &list));
-        assert!(!allowed(&sa, &list));
-        assert!(allowed(&sa, &info(Method::GET, "/api")));
+        assert!(allowed(&admin, &list, false));
+        assert!(!allowed(&sa, &list, false));
+        assert!(allowed(&sa, &info(Method::GET, "/api"), false));
         assert!(allowed(
             &sa,
-            &info(Method::GET, "/apis/authentication.k8s.io/v1")
+            &info(Method::GET, "/apis/authentication.k8s.io/v1"),
+            false
         ));
-        assert!(!allowed(&anon, &info(Method::GET, "/api")));
-        assert!(allowed(&anon, &info(Method::GET, "/version")));
-        assert!(allowed(&anon, &info(Method::GET, "/readyz")));
-        assert!(!allowed(&anon, &info(Method::GET, "/versions")));
-        assert!(allowed(
-            &sa,
-            &info(
-                Method::POST,
-                "/apis/authentication.k8s.io/v1/selfsubjectreviews"
-            )
-        ));
+        assert!(!allowed(&anon, &info(Method::GET, "/api"), false));
+        assert!(allowed(&anon, &info(Method::GET, "/version"), false));
+        assert!(allowed(&anon, &info(Method::GET, "/readyz"), false));
+        assert!(!allowed(&anon, &info(Method::GET, "/versions"), false));
+        let ssr = info(
+            Method::POST,
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        );
+        assert!(allowed(&sa, &ssr, false));
+        assert!(!allowed(&anon, &ssr, false));
+        let oidc = info(Method::GET, "/openid/v1/jwks");
+        assert!(allowed(&sa, &oidc, false));
+        assert!(!allowed(&anon, &oidc, false));
+        assert!(allowed(&anon, &oidc, true));
+        assert!(!allowed(&anon, &info(Method::GET, "/metrics"), true));
         assert!(!allowed(
-            &anon,
-            &info(
-                Method::POST,
-                "/apis/authentication.k8s.io/v1/selfsubjectreviews"
-            )
+            &sa,
+            &info(Method::POST, "/apis/authentication.k8s.io/v1/tokenreviews"),
+            false
         ));
     }
 

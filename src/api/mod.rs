@@ -24,8 +24,15 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::Value;
 
+use std::collections::BTreeMap;
+
 use crate::registry::Registry;
-use crate::tokens::{AuthenticatorChain, UserInfo};
+use crate::telemetry::audit::{
+    AuditEvent, AuditLog, AuditObjectRef, AuditResponseStatus, AuditUser,
+};
+use crate::telemetry::metrics::{AuthResult, Metrics, RequestLabels};
+use crate::tokens::issuer::Issuer;
+use crate::tokens::{AuthenticatorChain, UserInfo, oidc};
 use crate::wellknown;
 use request::RequestInfo;
 pub(crate) use status::Status;
@@ -47,6 +54,26 @@ pub(crate) struct AppState {
     pub(crate) server_address: String,
     /// Flips to true when the server shuts down, so that watches end.
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Issues TokenRequests; `None` when no signing key is configured.
+    pub(crate) issuer: Option<Arc<Issuer>>,
+    /// `--api-audiences`, the default audiences of a TokenReview.
+    pub(crate) api_audiences: Vec<String>,
+    /// OIDC discovery documents; `None` when the issuer is not an https URL.
+    pub(crate) oidc: Option<oidc::Discovery>,
+    /// Whether anonymous clients may read the OIDC documents.
+    pub(crate) anonymous_oidc: bool,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) audit: Option<Arc<AuditLog>>,
+}
+
+/// The parts of [`AppState`] that `cli` wires in beyond the basics.
+pub(crate) struct TokenServices {
+    pub(crate) issuer: Option<Arc<Issuer>>,
+    pub(crate) api_audiences: Vec<String>,
+    pub(crate) oidc: Option<oidc::Discovery>,
+    pub(crate) anonymous_oidc: bool,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) audit: Option<Arc<AuditLog>>,
 }
 
 impl AppState {
@@ -55,6 +82,7 @@ impl AppState {
         authn: AuthenticatorChain,
         server_address: String,
         shutdown: tokio::sync::watch::Receiver<bool>,
+        tokens: TokenServices,
     ) -> Self {
         AppState {
             registry,
@@ -62,7 +90,26 @@ impl AppState {
             openapi: discovery::OpenApi::build(),
             server_address,
             shutdown,
+            issuer: tokens.issuer,
+            api_audiences: tokens.api_audiences,
+            oidc: tokens.oidc,
+            anonymous_oidc: tokens.anonymous_oidc,
+            metrics: tokens.metrics,
+            audit: tokens.audit,
         }
+    }
+}
+
+/// Audit annotations a handler adds to its request's audit event (carried in the
+/// response's extensions).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AuditAnnotations(pub(crate) BTreeMap<String, String>);
+
+/// Adds a `Warning: 299 - "<text>"` header, which kubectl prints as `Warning: <text>`.
+pub(crate) fn add_warning(resp: &mut Response, text: &str) {
+    let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
+    if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+        resp.headers_mut().append(header::WARNING, v);
     }
 }
 
@@ -121,40 +168,270 @@ async fn dispatch(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
+    let started = std::time::Instant::now();
+    let received = app.registry.clock().now();
     let (parts, body) = req.into_parts();
     let query = request::parse_query(parts.uri.query());
     let path = parts.uri.path().to_string();
     let info = request::resolve(&parts.method, &path, &query);
+    let mut annotations = BTreeMap::new();
+    let mut warnings = Vec::new();
     let user = match bearer(&parts.headers) {
         None => anonymous(),
-        Some(token) => match app.authn.authenticate(token).await {
-            Ok(u) => u,
-            Err(reasons) => {
-                // The reason stays in the debug log; the client learns only "Unauthorized".
-                tracing::debug!(%peer, path = %path, reasons = ?reasons, "authentication failed");
-                return Status::unauthorized().into_response();
+        Some(token) => {
+            let outcome = app.authn.authenticate(token, None).await;
+            let seconds = started.elapsed().as_secs_f64();
+            match outcome {
+                Ok(a) => {
+                    app.metrics.auth_attempt(AuthResult::Success, seconds);
+                    annotations = a.annotations;
+                    warnings = a.warnings;
+                    a.user
+                }
+                Err(e) => {
+                    let result = if e.rejected {
+                        AuthResult::Error
+                    } else {
+                        AuthResult::Failure
+                    };
+                    app.metrics.auth_attempt(result, seconds);
+                    // The reason stays in the debug log; the client learns only "Unauthorized".
+                    tracing::debug!(%peer, path = %path, reason = %e, "authentication failed");
+                    let resp = Status::unauthorized().into_response();
+                    finish(
+                        &app,
+                        &parts,
+                        &info,
+                        &query,
+                        &UserInfo::default(),
+                        peer,
+                        received,
+                        started,
+                        annotations,
+                        &resp,
+                    );
+                    return resp;
+                }
             }
-        },
-    };
-    if !authz::allowed(&user, &info) {
-        tracing::debug!(user = %user.username, path = %path, "forbidden");
-        return Status::forbidden(authz::forbidden_message(&user, &info)).into_response();
-    }
-    let ctx = handlers::Ctx {
-        app: &app,
-        user: &user,
-        headers: &parts.headers,
-        query: &query,
-        method: &parts.method,
-    };
-    let response = match &info {
-        RequestInfo::NonResource { .. } => {
-            non_resource(&app, &parts.method, &path, &parts.headers, &query)
         }
-        RequestInfo::Resource(r) => handlers::handle(ctx, r, body).await,
     };
-    tracing::debug!(method = %parts.method, path = %path, user = %user.username, code = response.status().as_u16(), "request");
+    let mut response = if !authz::allowed(&user, &info, app.anonymous_oidc) {
+        tracing::debug!(user = %user.username, path = %path, "forbidden");
+        annotations.insert("authorization.k8s.io/decision".into(), "forbid".into());
+        Status::forbidden(authz::forbidden_message(&user, &info)).into_response()
+    } else {
+        annotations.insert("authorization.k8s.io/decision".into(), "allow".into());
+        let ctx = handlers::Ctx {
+            app: &app,
+            user: &user,
+            headers: &parts.headers,
+            query: &query,
+            method: &parts.method,
+        };
+        match &info {
+            RequestInfo::NonResource { .. } => {
+                non_resource(&app, &parts.method, &path, &parts.headers, &query)
+            }
+            RequestInfo::Resource(r) => handlers::handle(ctx, r, body).await,
+        }
+    };
+    for w in &warnings {
+        add_warning(&mut response, w);
+    }
+    if let Some(extra) = response.extensions_mut().remove::<AuditAnnotations>() {
+        annotations.extend(extra.0);
+    }
+    finish(
+        &app,
+        &parts,
+        &info,
+        &query,
+        &user,
+        peer,
+        received,
+        started,
+        annotations,
+        &response,
+    );
     response
+}
+
+/// Records a finished request: metrics, the audit log, the debug log.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    app: &AppState,
+    parts: &http::request::Parts,
+    info: &RequestInfo,
+    query: &std::collections::HashMap<String, String>,
+    user: &UserInfo,
+    peer: SocketAddr,
+    received: jiff::Timestamp,
+    started: std::time::Instant,
+    annotations: BTreeMap<String, String>,
+    response: &Response,
+) {
+    let code = response.status().as_u16();
+    let labels = request_labels(&parts.method, info, query);
+    // A watch's duration is how long it was open; kube-apiserver leaves it out of the
+    // latency histogram for the same reason.
+    let seconds = started.elapsed().as_secs_f64();
+    app.metrics.request(&labels, code, seconds);
+    tracing::debug!(method = %parts.method, path = %parts.uri.path(), user = %user.username, code, "request");
+    if let Some(audit) = &app.audit {
+        audit.record(audit_event(
+            app,
+            parts,
+            info,
+            user,
+            peer,
+            received,
+            annotations,
+            code,
+        ));
+    }
+}
+
+fn request_labels(
+    method: &Method,
+    info: &RequestInfo,
+    query: &std::collections::HashMap<String, String>,
+) -> RequestLabels {
+    let dry_run = query.get("dryRun").is_some_and(|v| !v.is_empty());
+    match info {
+        RequestInfo::Resource(r) => {
+            let scope = if r.name.is_some() {
+                "resource"
+            } else if r.namespace.is_some() && r.resource != "namespaces" {
+                "namespace"
+            } else {
+                "cluster"
+            };
+            RequestLabels {
+                verb: kube_verb_label(method, &r.verb).to_string(),
+                group: r.group.clone(),
+                version: r.version.clone(),
+                resource: r.resource.clone(),
+                subresource: r.subresource.clone().unwrap_or_default(),
+                scope: scope.to_string(),
+                dry_run,
+            }
+        }
+        // kube-apiserver puts a non-resource path in `subresource`; unknown paths share one
+        // value so that random paths cannot grow the series without bound.
+        RequestInfo::NonResource { path, .. } => RequestLabels {
+            verb: method.as_str().to_string(),
+            group: String::new(),
+            version: String::new(),
+            resource: String::new(),
+            subresource: known_path_label(path).to_string(),
+            scope: String::new(),
+            dry_run,
+        },
+    }
+}
+
+/// The audit record of one request (Metadata level: who, what, from where, the outcome).
+#[allow(clippy::too_many_arguments)]
+fn audit_event(
+    app: &AppState,
+    parts: &http::request::Parts,
+    info: &RequestInfo,
+    user: &UserInfo,
+    peer: SocketAddr,
+    received: jiff::Timestamp,
+    annotations: BTreeMap<String, String>,
+    code: u16,
+) -> AuditEvent {
+    let (verb, object_ref) = match info {
+        RequestInfo::Resource(r) => (
+            r.verb.clone(),
+            Some(AuditObjectRef {
+                resource: r.resource.clone(),
+                namespace: r
+                    .namespace
+                    .clone()
+                    .filter(|_| r.resource != "namespaces")
+                    .unwrap_or_default(),
+                name: r.name.clone().unwrap_or_default(),
+                api_group: r.group.clone(),
+                api_version: r.version.clone(),
+                subresource: r.subresource.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
+        ),
+        RequestInfo::NonResource { verb, .. } => (verb.clone(), None),
+    };
+    AuditEvent {
+        audit_id: uuid::Uuid::new_v4(),
+        request_uri: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+        verb,
+        user: AuditUser {
+            username: user.username.clone(),
+            uid: user.uid.clone(),
+            groups: user.groups.clone(),
+            extra: user.extra.clone(),
+        },
+        source_ips: vec![peer.ip()],
+        user_agent: parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        object_ref,
+        response_status: AuditResponseStatus::code(code),
+        request_received: received,
+        stage_timestamp: app.registry.clock().now(),
+        annotations,
+    }
+}
+
+/// The metric label of a non-resource path.
+fn known_path_label(path: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "/version",
+        "/healthz",
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "/api",
+        "/apis",
+        "/openapi/v3",
+        "/openapi/v2",
+        "/.well-known/openid-configuration",
+        "/openid/v1/jwks",
+    ];
+    let p = path.trim_end_matches('/');
+    if let Some(k) = KNOWN.iter().find(|k| **k == p) {
+        return k;
+    }
+    if p.starts_with("/openapi/v3/") {
+        "/openapi/v3/*"
+    } else if p.starts_with("/api/") || p.starts_with("/apis/") {
+        "/apis/*"
+    } else {
+        "other"
+    }
+}
+
+/// kube-apiserver's `verb` metric label: the HTTP method, except LIST, WATCH and APPLY.
+fn kube_verb_label(method: &Method, verb: &str) -> &'static str {
+    match verb {
+        "list" => "LIST",
+        "watch" => "WATCH",
+        _ => match *method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::PATCH => "PATCH",
+            Method::DELETE => "DELETE",
+            _ => "OTHER",
+        },
+    }
 }
 
 /// A JSON response.
@@ -215,6 +492,32 @@ fn non_resource(
             }
         }
         "/version" => json(StatusCode::OK, &discovery::version()),
+        "/metrics" => {
+            let (body, content_type) = app.metrics.render();
+            let mut resp = (StatusCode::OK, body).into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            resp
+        }
+        "/.well-known/openid-configuration" | "/openid/v1/jwks" => {
+            let Some(d) = &app.oidc else {
+                return Status::path_not_found().into_response();
+            };
+            let (body, content_type) = if trimmed == "/openid/v1/jwks" {
+                (d.jwks.clone(), "application/jwk-set+json")
+            } else {
+                (d.configuration.clone(), "application/json")
+            };
+            let mut resp = (StatusCode::OK, body).into_response();
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            // Static keys: relying parties may cache for an hour, as kube-apiserver allows.
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            );
+            resp
+        }
         "/api" => match discovery::wants_aggregated(accept(headers)) {
             Some(v) => json_typed(
                 StatusCode::OK,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use aws_lc_rs::digest;
 use subtle::ConstantTimeEq as _;
 
-use super::{TokenAuthenticator, TokenOutcome, UserInfo};
+use super::{Authenticated, TokenAuthenticator, TokenOutcome, UserInfo};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub(crate) enum TokenFileError {
@@ -148,9 +148,14 @@ fn split_csv(line: &str) -> Option<Vec<String>> {
 
 #[async_trait::async_trait]
 impl TokenAuthenticator for StaticTokens {
-    async fn authenticate(&self, token: &str) -> TokenOutcome {
+    async fn authenticate(&self, token: &str, audiences: Option<&[String]>) -> TokenOutcome {
         match self.lookup(token) {
-            Some(u) => TokenOutcome::User(u.clone()),
+            // Static tokens are good for any audience asked for (they carry none).
+            Some(u) => TokenOutcome::User(Authenticated {
+                user: u.clone(),
+                audiences: audiences.map(<[String]>::to_vec).unwrap_or_default(),
+                ..Default::default()
+            }),
             None => TokenOutcome::NotMine,
         }
     }
@@ -209,8 +214,8 @@ mod tests {
         );
         let mut chain = super::super::AuthenticatorChain::default();
         chain.push(Box::new(t));
-        let u = chain.authenticate("x").await.unwrap();
+        let u = chain.authenticate("x", None).await.unwrap().user;
         assert_eq!(u.groups, vec!["system:masters", "system:authenticated"]);
-        assert!(chain.authenticate("y").await.is_err());
+        assert!(chain.authenticate("y", None).await.is_err());
     }
 }

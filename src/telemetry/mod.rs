@@ -1,7 +1,15 @@
-//! Logging setup (`tracing`), human-readable by default or JSON lines with
-//! `--log-format=json`. Metrics and the audit log will live here too.
+//! Telemetry: logging setup (`tracing`, human-readable by default or JSON lines
+//! with `--log-format=json`), the Prometheus metric families ([`metrics`]) and the
+//! audit-log sink ([`audit`]).
+//!
+//! Must not know HTTP: the `api` module serves `/metrics` from
+//! [`Metrics::render`] and builds [`AuditEvent`]s. May use only `clock` and
+//! `wellknown` from this crate.
 
 use tracing_subscriber::EnvFilter;
+
+pub(crate) mod audit;
+pub(crate) mod metrics;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

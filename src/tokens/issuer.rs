@@ -1,0 +1,695 @@
+//! TokenRequest: issuing bound service-account tokens (`POST
+//! .../serviceaccounts/{name}/token`), in the order of kube-apiserver's
+//! `pkg/registry/core/serviceaccount/storage/token.go` (see
+//! `shared/reference/k8s-sa-token-facts.md` §4): look up the ServiceAccount, default the
+//! audiences and the expiration, validate, check the bound object, shorten to the maximum
+//! with a warning, extend the 3607 s admission token for old clients, sign.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::claims::{BoundClaims, NodeRef, ObjectRef};
+use super::jws;
+use super::keys::KeySet;
+use super::lookup::{self, Kind, ObjectLookup};
+use crate::clock::{SharedClock, format_time};
+use crate::registry::RegistryError;
+use crate::registry::validation::FieldError;
+
+/// `WarnOnlyBoundTokenExpirationSeconds`: the admission plugin's token lifetime, and the
+/// trigger of the extension.
+pub(crate) const WARN_ONLY_EXPIRATION_SECONDS: i64 = 3607;
+/// `ExpirationExtensionSeconds`: one year.
+pub(crate) const EXTENDED_EXPIRATION_SECONDS: i64 = 365 * 24 * 3600;
+/// The default lifetime of a requested token.
+pub(crate) const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
+const MIN_EXPIRATION_SECONDS: i64 = 600;
+const MAX_EXPIRATION_SECONDS: i64 = 1 << 32;
+
+/// Issuance settings (kube-apiserver's `--service-account-*` flags).
+#[derive(Debug, Clone)]
+pub(crate) struct IssuerConfig {
+    /// Every accepted issuer; the first one signs.
+    pub(crate) issuers: Vec<String>,
+    /// `--api-audiences`: the default audiences of a token and the audiences requests need.
+    pub(crate) api_audiences: Vec<String>,
+    /// `--service-account-max-token-expiration` in seconds (None: no maximum).
+    pub(crate) max_expiration_seconds: Option<i64>,
+    /// `--service-account-extend-token-expiration`.
+    pub(crate) extend_expiration: bool,
+}
+
+/// A freshly issued token and what the response carries besides it.
+#[derive(Debug)]
+pub(crate) struct Issued {
+    /// The TokenRequest to send back (with `status.token`).
+    pub(crate) response: Value,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) annotations: BTreeMap<String, String>,
+}
+
+/// Signs bound tokens.
+pub(crate) struct Issuer {
+    config: IssuerConfig,
+    keys: Arc<KeySet>,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(causes: Vec<FieldError>) -> RegistryError {
+    RegistryError::Invalid {
+        kind: "TokenRequest".into(),
+        group: "authentication.k8s.io".into(),
+        name: String::new(),
+        causes,
+    }
+}
+
+fn not_found(resource: &str, name: &str) -> RegistryError {
+    RegistryError::NotFound {
+        resource: resource.to_string(),
+        name: name.to_string(),
+    }
+}
+
+fn lookup_error(e: lookup::LookupError) -> RegistryError {
+    RegistryError::Internal(e.to_string())
+}
+
+impl Issuer {
+    pub(crate) fn new(config: IssuerConfig, keys: Arc<KeySet>, clock: SharedClock) -> Self {
+        Issuer {
+            config,
+            keys,
+            clock,
+        }
+    }
+
+    /// Handles one TokenRequest for ServiceAccount `namespace/name`. `body` is the
+    /// decoded request (JSON wire form).
+    pub(crate) async fn request(
+        &self,
+        objects: &dyn ObjectLookup,
+        namespace: &str,
+        name: &str,
+        body: &Value,
+    ) -> Result<Issued, RegistryError> {
+        let Some(signing) = self.keys.signing() else {
+            return Err(RegistryError::Internal(
+                "no service-account signing key is configured".into(),
+            ));
+        };
+        // 1–2. The body may name the ServiceAccount, but only the one in the URL.
+        for (field, want) in [("name", name), ("namespace", namespace)] {
+            if let Some(v) = body
+                .pointer(&format!("/metadata/{field}"))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                && v != want
+            {
+                return Err(invalid(vec![FieldError::invalid(
+                    format!("metadata.{field}"),
+                    Value::from(v),
+                    format!("must match the service account {field} if specified"),
+                )]));
+            }
+        }
+        // 3. The ServiceAccount must exist.
+        let sa = objects
+            .get(Kind::ServiceAccount, namespace, name)
+            .await
+            .map_err(lookup_error)?
+            .ok_or_else(|| not_found("serviceaccounts", name))?;
+        let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
+        // 5–6. Defaults: the API audiences and one hour.
+        let mut audiences: Vec<String> = spec
+            .get("audiences")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if audiences.is_empty() {
+            audiences = self.config.api_audiences.clone();
+        }
+        let requested = match spec.get("expirationSeconds") {
+            None | Some(Value::Null) => DEFAULT_EXPIRATION_SECONDS,
+            Some(v) => v.as_i64().ok_or_else(|| {
+                RegistryError::BadRequest("TokenRequest in version \"v1\" cannot be handled as a TokenRequest: spec.expirationSeconds must be an integer".into())
+            })?,
+        };
+        // 7. Static validation.
+        if requested < MIN_EXPIRATION_SECONDS {
+            return Err(invalid(vec![FieldError::invalid(
+                "spec.expirationSeconds",
+                Value::from(requested),
+                "may not specify a duration less than 10 minutes",
+            )]));
+        }
+        if requested > MAX_EXPIRATION_SECONDS {
+            return Err(invalid(vec![FieldError::invalid(
+                "spec.expirationSeconds",
+                Value::from(requested),
+                "may not specify a duration larger than 2^32 seconds",
+            )]));
+        }
+        // 9. The bound object.
+        let bound_ref = spec.get("boundObjectRef").filter(|v| v.is_object());
+        let mut binding = Binding::default();
+        if let Some(r) = bound_ref {
+            binding = self.bind(objects, namespace, name, r).await?;
+        }
+        // 10. The maximum shortens, never fails.
+        let mut warnings = Vec::new();
+        let mut expiration = requested;
+        if let Some(max) = self.config.max_expiration_seconds
+            && expiration > max
+        {
+            warnings.push(format!(
+                "requested expiration of {expiration} seconds shortened to {max} seconds"
+            ));
+            expiration = max;
+        }
+        // 11. The admission-injected 3607 s token is valid for a year (capped by the
+        // maximum) for clients that never reload it, with `warnafter` marking when its
+        // use becomes stale.
+        let now = self.clock.now().as_second();
+        let extend = self.config.extend_expiration
+            && binding.pod.is_some()
+            && expiration == WARN_ONLY_EXPIRATION_SECONDS
+            && audiences
+                .iter()
+                .all(|a| self.config.api_audiences.contains(a));
+        let (lifetime, warn_after) = if extend {
+            let extended = self
+                .config
+                .max_expiration_seconds
+                .map_or(EXTENDED_EXPIRATION_SECONDS, |m| {
+                    m.clamp(WARN_ONLY_EXPIRATION_SECONDS, EXTENDED_EXPIRATION_SECONDS)
+                });
+            (extended, Some(now + WARN_ONLY_EXPIRATION_SECONDS))
+        } else {
+            (expiration, None)
+        };
+        let jti = uuid::Uuid::new_v4().to_string();
+        let claims = BoundClaims {
+            issuer: self.config.issuers.first().cloned().unwrap_or_default(),
+            audiences: audiences.clone(),
+            issued_at: now,
+            expires_at: now + lifetime,
+            jti: Some(jti.clone()),
+            namespace: namespace.to_string(),
+            service_account: ObjectRef {
+                name: name.to_string(),
+                uid: lookup::uid(&sa).to_string(),
+            },
+            pod: binding.pod,
+            secret: binding.secret,
+            node: binding.node,
+            warn_after,
+        };
+        // 12. Sign; the status reports the requested (not the extended) expiry.
+        let token = jws::sign(signing, &claims.to_json())
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let issued_at = jiff::Timestamp::from_second(now)
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let expires = jiff::Timestamp::from_second(now + expiration)
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let response = json!({
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": format_time(issued_at)},
+            "spec": {
+                "audiences": audiences,
+                "expirationSeconds": expiration,
+                "boundObjectRef": bound_ref.cloned().unwrap_or(Value::Null),
+            },
+            "status": {"token": token, "expirationTimestamp": format_time(expires)},
+        });
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "authentication.kubernetes.io/issued-credential-id".to_string(),
+            format!("JTI={jti}"),
+        );
+        Ok(Issued {
+            response,
+            warnings,
+            annotations,
+        })
+    }
+
+    /// Resolves `boundObjectRef` to the objects the token names.
+    async fn bind(
+        &self,
+        objects: &dyn ObjectLookup,
+        namespace: &str,
+        sa_name: &str,
+        r: &Value,
+    ) -> Result<Binding, RegistryError> {
+        let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default();
+        let (kind_name, api_version, name, want_uid) =
+            (s("kind"), s("apiVersion"), s("name"), s("uid"));
+        // Only the group counts; kube-apiserver ignores the version.
+        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        let kind = match (group, kind_name) {
+            ("", "Pod") => Kind::Pod,
+            ("", "Secret") => Kind::Secret,
+            ("", "Node") => Kind::Node,
+            _ => {
+                let version = api_version.rsplit_once('/').map_or(api_version, |(_, v)| v);
+                let gvk = if group.is_empty() {
+                    format!("/{version}, Kind={kind_name}")
+                } else {
+                    format!("{group}/{version}, Kind={kind_name}")
+                };
+                return Err(RegistryError::BadRequest(format!(
+                    "cannot bind token to object of type {gvk}"
+                )));
+            }
+        };
+        let obj = objects
+            .get(kind, namespace, name)
+            .await
+            .map_err(lookup_error)?
+            .ok_or_else(|| not_found(kind.plural(), name))?;
+        let live_uid = lookup::uid(&obj).to_string();
+        if !want_uid.is_empty() && want_uid != live_uid {
+            return Err(RegistryError::Conflict {
+                resource: kind_name.to_string(),
+                name: name.to_string(),
+                message: format!(
+                    "Operation cannot be fulfilled on {kind_name} {name:?}: the UID in the bound object reference ({want_uid}) does not match the UID in record. The object might have been deleted and then recreated"
+                ),
+            });
+        }
+        let me = ObjectRef {
+            name: name.to_string(),
+            uid: live_uid,
+        };
+        let mut binding = Binding::default();
+        match kind {
+            Kind::Pod => {
+                let pod_sa = obj
+                    .pointer("/spec/serviceAccountName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default");
+                if pod_sa != sa_name {
+                    return Err(RegistryError::BadRequest(format!(
+                        "cannot bind token for serviceaccount {sa_name:?} to pod running with different serviceaccount name."
+                    )));
+                }
+                // A scheduled pod's token also names its node; a missing Node gives the name only.
+                if let Some(node_name) = obj
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .filter(|n| !n.is_empty())
+                {
+                    let node = objects
+                        .get(Kind::Node, "", node_name)
+                        .await
+                        .map_err(lookup_error)?;
+                    binding.node = Some(NodeRef {
+                        name: node_name.to_string(),
+                        uid: node
+                            .map(|n| lookup::uid(&n).to_string())
+                            .filter(|u| !u.is_empty()),
+                    });
+                }
+                binding.pod = Some(me);
+            }
+            Kind::Secret => binding.secret = Some(me),
+            Kind::Node => {
+                binding.node = Some(NodeRef {
+                    name: me.name,
+                    uid: Some(me.uid),
+                })
+            }
+            Kind::ServiceAccount => {}
+        }
+        Ok(binding)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Binding {
+    pod: Option<ObjectRef>,
+    secret: Option<ObjectRef>,
+    node: Option<NodeRef>,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::clock::FakeClock;
+    use crate::tokens::keys::{SigningKey, generate_rsa_2048_pem};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// A map of objects standing in for the registry.
+    #[derive(Default)]
+    pub(crate) struct MapLookup(pub(crate) Mutex<HashMap<(Kind, String, String), Value>>);
+
+    impl MapLookup {
+        pub(crate) fn put(&self, kind: Kind, ns: &str, name: &str, obj: Value) {
+            let ns = if kind == Kind::Node { "" } else { ns };
+            self.0
+                .lock()
+                .unwrap()
+                .insert((kind, ns.to_string(), name.to_string()), obj);
+        }
+        pub(crate) fn remove(&self, kind: Kind, ns: &str, name: &str) {
+            let ns = if kind == Kind::Node { "" } else { ns };
+            self.0
+                .lock()
+                .unwrap()
+                .remove(&(kind, ns.to_string(), name.to_string()));
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectLookup for MapLookup {
+        async fn get(
+            &self,
+            kind: Kind,
+            ns: &str,
+            name: &str,
+        ) -> Result<Option<Value>, lookup::LookupError> {
+            let ns = if kind == Kind::Node { "" } else { ns };
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .get(&(kind, ns.to_string(), name.to_string()))
+                .cloned())
+        }
+    }
+
+    pub(crate) const NOW: i64 = 1_795_392_244;
+
+    pub(crate) fn setup(max: Option<i64>) -> (Issuer, MapLookup, Arc<KeySet>) {
+        let key = SigningKey::from_pem(generate_rsa_2048_pem().unwrap().as_bytes()).unwrap();
+        let keys = Arc::new(KeySet::new(Some(key), vec![]));
+        let config = IssuerConfig {
+            issuers: vec!["https://kubernetes.default.svc".into()],
+            api_audiences: vec!["https://kubernetes.default.svc".into()],
+            max_expiration_seconds: max,
+            extend_expiration: true,
+        };
+        let issuer = Issuer::new(config, keys.clone(), FakeClock::at(NOW));
+        let objects = MapLookup::default();
+        objects.put(
+            Kind::ServiceAccount,
+            "default",
+            "example-sa",
+            json!({"metadata": {"name": "example-sa", "uid": "sa-uid"}}),
+        );
+        objects.put(Kind::Pod, "default", "p1", json!({"metadata": {"name": "p1", "uid": "pod-uid"}, "spec": {"serviceAccountName": "example-sa", "nodeName": "node-a"}}));
+        objects.put(
+            Kind::Node,
+            "",
+            "node-a",
+            json!({"metadata": {"name": "node-a", "uid": "node-uid"}}),
+        );
+        objects.put(
+            Kind::Secret,
+            "default",
+            "s1",
+            json!({"metadata": {"name": "s1", "uid": "secret-uid"}}),
+        );
+        (issuer, objects, keys)
+    }
+
+    fn payload(resp: &Value) -> Value {
+        let token = resp["status"]["token"].as_str().unwrap();
+        jws::decode(token).unwrap().claims
+    }
+
+    #[tokio::test]
+    async fn defaults_to_an_hour_and_the_api_audiences() {
+        let (issuer, objects, keys) = setup(None);
+        let out = issuer
+            .request(&objects, "default", "example-sa", &json!({"spec": {}}))
+            .await
+            .unwrap();
+        let r = &out.response;
+        assert_eq!(r["spec"]["expirationSeconds"], 3600);
+        assert_eq!(
+            r["spec"]["audiences"],
+            json!(["https://kubernetes.default.svc"])
+        );
+        assert_eq!(r["spec"]["boundObjectRef"], Value::Null);
+        assert_eq!(r["status"]["expirationTimestamp"], "2026-11-23T01:04:04Z");
+        let token = jws::decode(r["status"]["token"].as_str().unwrap()).unwrap();
+        jws::verify(&token, &keys).unwrap();
+        let c = &token.claims;
+        assert_eq!(
+            c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(),
+            3600
+        );
+        assert_eq!(c["sub"], "system:serviceaccount:default:example-sa");
+        assert_eq!(c["kubernetes.io"]["serviceaccount"]["uid"], "sa-uid");
+        assert!(c["kubernetes.io"].get("warnafter").is_none());
+        let jti = c["jti"].as_str().unwrap();
+        assert_eq!(
+            out.annotations["authentication.kubernetes.io/issued-credential-id"],
+            format!("JTI={jti}")
+        );
+    }
+
+    #[tokio::test]
+    async fn validation_messages() {
+        let (issuer, objects, _) = setup(None);
+        let err = issuer
+            .request(
+                &objects,
+                "default",
+                "example-sa",
+                &json!({"spec": {"expirationSeconds": 60}}),
+            )
+            .await
+            .unwrap_err();
+        match err {
+            RegistryError::Invalid {
+                kind,
+                group,
+                name,
+                causes,
+            } => {
+                assert_eq!(
+                    (kind.as_str(), group.as_str(), name.as_str()),
+                    ("TokenRequest", "authentication.k8s.io", "")
+                );
+                assert_eq!(
+                    causes[0].to_string(),
+                    "spec.expirationSeconds: Invalid value: 60: may not specify a duration less than 10 minutes"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = issuer
+            .request(&objects, "default", "nope", &json!({}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "serviceaccounts \"nope\" not found");
+        let big = json!({"spec": {"expirationSeconds": 4_294_967_297_i64}});
+        assert!(matches!(
+            issuer
+                .request(&objects, "default", "example-sa", &big)
+                .await,
+            Err(RegistryError::Invalid { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn pod_binding_names_the_node_and_checks_the_account() {
+        let (issuer, objects, _) = setup(None);
+        let body =
+            json!({"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p1"}}});
+        let out = issuer
+            .request(&objects, "default", "example-sa", &body)
+            .await
+            .unwrap();
+        let k = &payload(&out.response)["kubernetes.io"];
+        assert_eq!(k["pod"], json!({"name": "p1", "uid": "pod-uid"}));
+        assert_eq!(k["node"], json!({"name": "node-a", "uid": "node-uid"}));
+        objects.remove(Kind::Node, "", "node-a");
+        let out = issuer
+            .request(&objects, "default", "example-sa", &body)
+            .await
+            .unwrap();
+        assert_eq!(
+            payload(&out.response)["kubernetes.io"]["node"],
+            json!({"name": "node-a"})
+        );
+        objects.put(
+            Kind::ServiceAccount,
+            "default",
+            "other",
+            json!({"metadata": {"name": "other", "uid": "o"}}),
+        );
+        let err = issuer
+            .request(&objects, "default", "other", &body)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot bind token for serviceaccount \"other\" to pod running with different serviceaccount name."
+        );
+        let wrong_uid = json!({"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p1", "uid": "old"}}});
+        let err = issuer
+            .request(&objects, "default", "example-sa", &wrong_uid)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::Conflict { .. }), "{err:?}");
+        let missing = json!({"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "nope"}}});
+        assert_eq!(
+            issuer
+                .request(&objects, "default", "example-sa", &missing)
+                .await
+                .unwrap_err()
+                .to_string(),
+            "pods \"nope\" not found"
+        );
+        let deploy = json!({"spec": {"boundObjectRef": {"kind": "Deployment", "apiVersion": "apps/v1", "name": "d"}}});
+        assert_eq!(
+            issuer
+                .request(&objects, "default", "example-sa", &deploy)
+                .await
+                .unwrap_err()
+                .to_string(),
+            "cannot bind token to object of type apps/v1, Kind=Deployment"
+        );
+    }
+
+    #[tokio::test]
+    async fn secret_and_node_bindings() {
+        let (issuer, objects, _) = setup(None);
+        let body = json!({"spec": {"boundObjectRef": {"kind": "Secret", "apiVersion": "v1", "name": "s1"}}});
+        let out = issuer
+            .request(&objects, "default", "example-sa", &body)
+            .await
+            .unwrap();
+        assert_eq!(
+            payload(&out.response)["kubernetes.io"]["secret"],
+            json!({"name": "s1", "uid": "secret-uid"})
+        );
+        let body = json!({"spec": {"boundObjectRef": {"kind": "Node", "apiVersion": "v1", "name": "node-a"}}});
+        let out = issuer
+            .request(&objects, "default", "example-sa", &body)
+            .await
+            .unwrap();
+        assert_eq!(
+            payload(&out.response)["kubernetes.io"]["node"],
+            json!({"name": "node-a", "uid": "node-uid"})
+        );
+    }
+
+    #[tokio::test]
+    async fn the_admission_token_is_extended_for_a_year() {
+        let (issuer, objects, _) = setup(None);
+        let pod = json!({"kind": "Pod", "apiVersion": "v1", "name": "p1"});
+        let body = json!({"spec": {"expirationSeconds": 3607, "boundObjectRef": pod}});
+        let out = issuer
+            .request(&objects, "default", "example-sa", &body)
+            .await
+            .unwrap();
+        let c = payload(&out.response);
+        assert_eq!(
+            c["exp"].as_i64().unwrap() - NOW,
+            EXTENDED_EXPIRATION_SECONDS
+        );
+        assert_eq!(c["kubernetes.io"]["warnafter"], NOW + 3607);
+        // The status still says 3607 s, which is what kubelet refreshes on.
+        assert_eq!(
+            out.response["status"]["expirationTimestamp"],
+            "2026-11-23T01:04:11Z"
+        );
+        // Not pod-bound, another lifetime or a foreign audience: no extension.
+        for body in [
+            json!({"spec": {"expirationSeconds": 3607}}),
+            json!({"spec": {"expirationSeconds": 3608, "boundObjectRef": pod}}),
+            json!({"spec": {"expirationSeconds": 3607, "boundObjectRef": pod, "audiences": ["vault"]}}),
+        ] {
+            let out = issuer
+                .request(&objects, "default", "example-sa", &body)
+                .await
+                .unwrap();
+            let c = payload(&out.response);
+            assert!(c["exp"].as_i64().unwrap() - NOW <= 3608, "{body}");
+            assert!(c["kubernetes.io"].get("warnafter").is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_maximum_shortens_with_a_warning() {
+        let (issuer, objects, _) = setup(Some(7200));
+        let out = issuer
+            .request(
+                &objects,
+                "default",
+                "example-sa",
+                &json!({"spec": {"expirationSeconds": 86400}}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.response["spec"]["expirationSeconds"], 7200);
+        assert_eq!(
+            out.warnings,
+            vec!["requested expiration of 86400 seconds shortened to 7200 seconds"]
+        );
+        let pod = json!({"kind": "Pod", "apiVersion": "v1", "name": "p1"});
+        let out = issuer
+            .request(
+                &objects,
+                "default",
+                "example-sa",
+                &json!({"spec": {"expirationSeconds": 3607, "boundObjectRef": pod}}),
+            )
+            .await
+            .unwrap();
+        let c = payload(&out.response);
+        assert_eq!(
+            c["exp"].as_i64().unwrap() - NOW,
+            7200,
+            "the extension is capped by the maximum"
+        );
+    }
+
+    #[tokio::test]
+    async fn body_may_not_name_another_account() {
+        let (issuer, objects, _) = setup(None);
+        let err = issuer
+            .request(
+                &objects,
+                "default",
+                "example-sa",
+                &json!({"metadata": {"name": "other"}}),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::Invalid { .. }));
+        assert!(
+            issuer
+                .request(
+                    &objects,
+                    "default",
+                    "example-sa",
+                    &json!({"metadata": {"name": "", "namespace": ""}})
+                )
+                .await
+                .is_ok()
+        );
+    }
+}
