@@ -301,8 +301,6 @@ impl ServiceAccountAuthenticator {
         // Objects count as deleted only once their deletionTimestamp is a minute past
         // (kubernetes#89583): a terminating pod's tokens keep working meanwhile.
         let deleted_before = now - claims::LEEWAY_SECONDS;
-        let gone =
-            |obj: &Value| lookup::deletion_timestamp(obj).is_some_and(|t| t < deleted_before);
         let ns = c.namespace.as_str();
         let sa_name = c.service_account.name.as_str();
         let sa = self
@@ -316,65 +314,31 @@ impl ServiceAccountAuthenticator {
                 c.service_account.uid
             ));
         }
-        if gone(&sa) {
+        if deleted(&sa, deleted_before) {
             return Err(format!("service account {ns}/{sa_name} has been deleted"));
         }
-        let invalidated = || "service account token has been invalidated".to_string();
         let mut depends_on = vec![(Kind::ServiceAccount, ns.to_string(), sa_name.to_string())];
         let mut cache_until = now + CACHE_TTL_SECONDS;
         if let Some(secret) = &c.secret {
-            let obj = self
-                .get(Kind::Secret, ns, &secret.name)
-                .await?
-                .ok_or_else(invalidated)?;
-            if lookup::uid(&obj) != secret.uid {
-                return Err(format!(
-                    "secret UID ({}) does not match service account secret ref claim ({})",
-                    lookup::uid(&obj),
-                    secret.uid
-                ));
-            }
-            if gone(&obj) {
-                return Err(invalidated());
-            }
+            self.bound_object(Kind::Secret, ns, &secret.name, &secret.uid, deleted_before)
+                .await?;
             depends_on.push((Kind::Secret, ns.to_string(), secret.name.clone()));
         }
         if let Some(pod) = &c.pod {
             let obj = self
-                .get(Kind::Pod, ns, &pod.name)
-                .await?
-                .ok_or_else(invalidated)?;
-            if lookup::uid(&obj) != pod.uid {
-                return Err(format!(
-                    "pod UID ({}) does not match service account pod ref claim ({})",
-                    lookup::uid(&obj),
-                    pod.uid
-                ));
-            }
-            if gone(&obj) {
-                return Err(invalidated());
-            }
+                .bound_object(Kind::Pod, ns, &pod.name, &pod.uid, deleted_before)
+                .await?;
             // A terminating pod's token must stop at deletionTimestamp + 60 s, cache or not.
             if let Some(t) = lookup::deletion_timestamp(&obj) {
                 cache_until = cache_until.min(t + claims::LEEWAY_SECONDS);
             }
             depends_on.push((Kind::Pod, ns.to_string(), pod.name.clone()));
         } else if let Some(node) = &c.node {
-            // A node-bound token (no pod): the Node must exist with the claimed uid.
-            let obj = self
-                .get(Kind::Node, "", &node.name)
-                .await?
-                .ok_or_else(invalidated)?;
+            // A node-bound token (no pod): the Node must exist with the claimed uid. With a
+            // pod, the node claims are informational and not checked, as in Kubernetes.
             let claimed = node.uid.clone().unwrap_or_default();
-            if lookup::uid(&obj) != claimed {
-                return Err(format!(
-                    "node UID ({}) does not match service account node ref claim ({claimed})",
-                    lookup::uid(&obj)
-                ));
-            }
-            if gone(&obj) {
-                return Err(invalidated());
-            }
+            self.bound_object(Kind::Node, "", &node.name, &claimed, deleted_before)
+                .await?;
             depends_on.push((Kind::Node, String::new(), node.name.clone()));
         }
         cache_until = cache_until.min(c.expires_at + claims::LEEWAY_SECONDS);
@@ -427,6 +391,36 @@ impl ServiceAccountAuthenticator {
             depends_on,
             cache_until,
         })
+    }
+
+    /// A Pod, Secret or Node a token is bound to: present, with the claimed uid, not
+    /// deleted; else the error texts of `claims.go`.
+    async fn bound_object(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        claimed_uid: &str,
+        deleted_before: i64,
+    ) -> Result<Value, String> {
+        let invalidated = || "service account token has been invalidated".to_string();
+        let obj = self.get(kind, ns, name).await?.ok_or_else(invalidated)?;
+        if lookup::uid(&obj) != claimed_uid {
+            let what = match kind {
+                Kind::Secret => "secret",
+                Kind::Pod => "pod",
+                Kind::Node => "node",
+                Kind::ServiceAccount => "service account",
+            };
+            return Err(format!(
+                "{what} UID ({}) does not match service account {what} ref claim ({claimed_uid})",
+                lookup::uid(&obj)
+            ));
+        }
+        if deleted(&obj, deleted_before) {
+            return Err(invalidated());
+        }
+        Ok(obj)
     }
 
     /// `legacy.go` `validator.Validate`.
@@ -565,6 +559,11 @@ impl ServiceAccountAuthenticator {
             warnings,
         }
     }
+}
+
+/// Whether an object's deletion is older than `before` (deletionTimestamp + leeway).
+fn deleted(obj: &Value, before: i64) -> bool {
+    lookup::deletion_timestamp(obj).is_some_and(|t| t < before)
 }
 
 fn sa_groups(ns: &str) -> Vec<String> {
