@@ -75,6 +75,18 @@ enum LegacyUse {
     Other,
 }
 
+/// One use of a legacy Secret token, reported so that the tracking controller can stamp
+/// `kubernetes.io/legacy-token-last-used` on the Secret (this module never writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LegacyTokenUse {
+    pub(crate) namespace: String,
+    pub(crate) secret: String,
+}
+
+/// Where legacy uses go; a full channel drops the report (the label is a daily mark, and
+/// the next use reports again).
+pub(crate) type LegacyUseSink = tokio::sync::mpsc::Sender<LegacyTokenUse>;
+
 /// Remembers successful authentications; see the module docs for invalidation.
 #[derive(Debug, Default)]
 pub(crate) struct AuthCache {
@@ -201,6 +213,7 @@ pub(crate) struct ServiceAccountAuthenticator {
     clock: SharedClock,
     metrics: Arc<Metrics>,
     cache: Arc<AuthCache>,
+    legacy_uses: Option<LegacyUseSink>,
 }
 
 impl ServiceAccountAuthenticator {
@@ -219,6 +232,24 @@ impl ServiceAccountAuthenticator {
             clock,
             metrics,
             cache,
+            legacy_uses: None,
+        }
+    }
+
+    /// Reports every checked use of a legacy Secret token to `sink`.
+    // Wired to the legacy token tracking controller (issue 4).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn with_legacy_use_sink(mut self, sink: LegacyUseSink) -> Self {
+        self.legacy_uses = Some(sink);
+        self
+    }
+
+    fn report_legacy_use(&self, namespace: &str, secret: &str) {
+        if let Some(sink) = &self.legacy_uses {
+            let _ = sink.try_send(LegacyTokenUse {
+                namespace: namespace.to_string(),
+                secret: secret.to_string(),
+            });
         }
     }
 
@@ -473,6 +504,9 @@ impl ServiceAccountAuthenticator {
                 ))
                 .and_then(Value::as_str)
                 .is_some_and(|s| !s.is_empty());
+            // Every checked use is tracked, an invalidated one too (legacy.go patches the
+            // label before failing).
+            self.report_legacy_use(ns, &c.secret_name);
             if invalid_since {
                 self.metrics.legacy_invalid_auto_use();
                 return Err(format!(
@@ -1074,6 +1108,47 @@ mod tests {
         assert_eq!(
             r.check(&token).await.unwrap_err(),
             "ServiceAccount UID (new) does not match claim (sa-uid)"
+        );
+    }
+
+    #[tokio::test]
+    async fn legacy_uses_are_reported_for_tracking() {
+        let mut r = rig();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        r.auth = ServiceAccountAuthenticator::new(
+            AuthenticatorConfig {
+                issuers: vec!["https://kubernetes.default.svc".into()],
+                api_audiences: vec!["https://kubernetes.default.svc".into()],
+                lookup_legacy: true,
+            },
+            r.keys.clone(),
+            r.objects.clone(),
+            r.clock.clone(),
+            r.metrics.clone(),
+            r.cache.clone(),
+        )
+        .with_legacy_use_sink(tx);
+        let legacy = LegacyClaims {
+            namespace: "default".into(),
+            service_account_name: "example-sa".into(),
+            service_account_uid: "sa-uid".into(),
+            secret_name: "tok".into(),
+        };
+        let token = r.sign(&legacy.to_json());
+        let data = base64::engine::general_purpose::STANDARD.encode(&token);
+        r.objects.put(
+            Kind::Secret,
+            "default",
+            "tok",
+            json!({"metadata": {"name": "tok", "uid": "s"}, "data": {"token": data}}),
+        );
+        r.check(&token).await.unwrap();
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            LegacyTokenUse {
+                namespace: "default".into(),
+                secret: "tok".into()
+            }
         );
     }
 
