@@ -577,7 +577,8 @@ mod tests {
     }
 
     fn in_secs(secs: i64) -> jiff::Timestamp {
-        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + secs).unwrap()
+        jiff::Timestamp::from_second(crate::clock::SystemClock::shared().now().as_second() + secs)
+            .unwrap()
     }
 
     fn start(cfg: &PkiConfig) -> Pki {

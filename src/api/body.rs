@@ -39,11 +39,11 @@ pub(crate) fn decode(headers: &HeaderMap, bytes: &[u8]) -> Result<Option<Value>,
         "application/yaml" | "application/x-yaml" | "text/yaml" => yaml(bytes)?,
         "application/vnd.kubernetes.protobuf" => protobuf::decode(bytes).map_err(|e| match e {
             ProtobufError::UnsupportedKind { .. } => {
-                Status::unsupported_media_type(&ct, &["application/json", "application/yaml"])
+                Status::unsupported_media_type(&["application/json", "application/yaml"])
             }
             other => Status::bad_request(format!("failed to decode protobuf body: {other}")),
         })?,
-        other => return Err(Status::unsupported_media_type(other, ACCEPTED)),
+        _ => return Err(Status::unsupported_media_type(ACCEPTED)),
     };
     if !value.is_object() {
         return Err(Status::bad_request(

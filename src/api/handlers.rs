@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::patch::{self, PatchType};
@@ -25,7 +25,6 @@ pub(crate) struct Ctx<'a> {
     pub(crate) user: &'a UserInfo,
     pub(crate) headers: &'a HeaderMap,
     pub(crate) query: &'a HashMap<String, String>,
-    pub(crate) method: &'a Method,
 }
 
 impl Ctx<'_> {
@@ -115,13 +114,17 @@ async fn handle_inner(ctx: &Ctx<'_>, r: &ResourceRequest, body: Body) -> Result<
             return Err(Status::path_not_found());
         };
         if !s.verbs.contains(&r.verb.as_str()) {
-            return Err(Status::method_not_allowed(
-                &r.verb,
-                &format!("{}/{sub}", res.plural),
-            ));
+            return Err(Status::method_not_allowed());
         }
     } else if !res.verbs.contains(&r.verb.as_str()) {
-        return Err(Status::method_not_allowed(ctx.method.as_str(), res.plural));
+        return Err(Status::method_not_allowed());
+    }
+    // Item paths take no POST, collection paths no PUT or PATCH (go-restful answers 405).
+    let item_verb = matches!(r.verb.as_str(), "update" | "patch");
+    if (r.name.is_none() && item_verb)
+        || (r.name.is_some() && r.verb == "create" && r.subresource.is_none())
+    {
+        return Err(Status::method_not_allowed());
     }
     if !res.stored {
         return review(ctx, res, body).await;
@@ -140,7 +143,7 @@ async fn handle_inner(ctx: &Ctx<'_>, r: &ResourceRequest, body: Body) -> Result<
         "patch" => patch(ctx, res, ns, name, sub, body).await,
         "delete" => delete(ctx, res, ns, name, body).await,
         "deletecollection" => delete_collection(ctx, res, ns, body).await,
-        other => Err(Status::method_not_allowed(other, res.plural)),
+        _ => Err(Status::method_not_allowed()),
     }
 }
 
@@ -201,6 +204,17 @@ async fn get(
 
 async fn list(ctx: &Ctx<'_>, res: &Resource, ns: Option<&str>) -> Result<Response, Status> {
     let opts = list_options(ctx, res, false)?;
+    // A list "not older than" a revision the store has not reached cannot be served.
+    if let Some(asked) = opts
+        .resource_version
+        .as_deref()
+        .and_then(|rv| rv.parse::<i64>().ok())
+    {
+        let current = ctx.app.registry.current_revision().await?;
+        if asked > current {
+            return Err(Status::too_large_resource_version(asked, current));
+        }
+    }
     let page = ctx.app.registry.list(res, ns, &opts).await?;
     let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
     if let Some(c) = &page.continue_token {
@@ -268,7 +282,7 @@ async fn patch(
     let ct = body::media_type(ctx.headers);
     let patch_type = PatchType::from_content_type(&ct).ok_or_else(|| {
         let accepted: Vec<&str> = PatchType::ALL.iter().map(|t| t.media_type()).collect();
-        Status::unsupported_media_type(&ct, &accepted)
+        Status::unsupported_media_type(&accepted)
     })?;
     let bytes = read_body(ctx.headers, body).await?;
     let dry_run = ctx.dry_run()?;

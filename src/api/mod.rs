@@ -226,7 +226,6 @@ async fn dispatch(
             user: &user,
             headers: &parts.headers,
             query: &query,
-            method: &parts.method,
         };
         match &info {
             RequestInfo::NonResource { .. } => {
@@ -476,7 +475,7 @@ fn non_resource(
     query: &std::collections::HashMap<String, String>,
 ) -> Response {
     if method != Method::GET && method != Method::HEAD {
-        return Status::method_not_allowed(method.as_str(), path).into_response();
+        return Status::method_not_allowed().into_response();
     }
     let trimmed = path.trim_end_matches('/');
     match trimmed {

@@ -53,14 +53,26 @@ impl Status {
         )
     }
 
-    pub(crate) fn method_not_allowed(verb: &str, resource: &str) -> Self {
+    /// A method the path does not serve (go-restful's 405, as kube-apiserver renders it).
+    pub(crate) fn method_not_allowed() -> Self {
         Status::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
-            format!(
-                "the server does not allow this method on the requested resource ({verb} {resource})"
-            ),
+            "the server does not allow this method on the requested resource",
         )
+    }
+
+    /// A read at a resourceVersion the store has not reached (`NewTooLargeResourceVersionError`).
+    pub(crate) fn too_large_resource_version(asked: i64, current: i64) -> Self {
+        Status::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            format!("Timeout: Too large resource version: {asked}, current: {current}"),
+        )
+        .with_details(json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
+        }))
     }
 
     pub(crate) fn too_large(limit: usize) -> Self {
@@ -71,7 +83,7 @@ impl Status {
         )
     }
 
-    pub(crate) fn unsupported_media_type(got: &str, accepted: &[&str]) -> Self {
+    pub(crate) fn unsupported_media_type(accepted: &[&str]) -> Self {
         Status::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
@@ -80,7 +92,6 @@ impl Status {
                 accepted.join(", ")
             ),
         )
-        .with_details(json!({"causes": [{"reason": "UnexpectedServerResponse", "message": got}]}))
     }
 
     pub(crate) fn internal(message: impl Into<String>) -> Self {

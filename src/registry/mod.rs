@@ -943,13 +943,11 @@ impl Registry {
         } else {
             (Vec::new(), parse_rv(rv)?)
         };
+        // A watch from a revision the store has not reached waits for it, as the watch
+        // cache does: it starts now and skips changes up to the one asked for.
         let current = self.store.current_revision().await?;
-        if after > current {
-            return Err(RegistryError::Expired(format!(
-                "too large resource version: {after}, current: {current}"
-            )));
-        }
-        let changes = match self.store.watch(&pfx, after).await {
+        let start = after.min(current);
+        let changes = match self.store.watch(&pfx, start).await {
             Ok(s) => s,
             Err(StoreError::Compacted {
                 requested,
@@ -966,6 +964,7 @@ impl Registry {
         let initial = futures::stream::iter(initial.into_iter().map(|o| Ok((EventType::Added, o))));
         let live = changes.filter_map(move |ev| {
             let out = match ev {
+                Ok(ev) if ev.revision() <= after => None,
                 Ok(ev) => this.translate(&opts, ev).transpose(),
                 Err(StoreError::Compacted {
                     requested,

@@ -66,6 +66,8 @@ pub(crate) struct Server {
     root: tempfile::TempDir,
     port: u16,
     args: Vec<String>,
+    /// Extra environment variables of every run (e.g. `TOKENWARDEN_LOG`).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -76,6 +78,11 @@ impl Server {
 
     /// Starts with extra `serve` flags after the fixed ones.
     pub(crate) fn start_with(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// Starts with extra `serve` flags and extra environment variables (kept for restarts).
+    pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         for tool in [KUBECTL, DISPATCHER] {
             assert!(
                 Path::new(tool).exists(),
@@ -87,10 +94,15 @@ impl Server {
             "make a dir",
         );
         let args = args.iter().map(|a| a.to_string()).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut server = Server {
             root,
             port: free_port(),
             args,
+            env,
             child: None,
         };
         server.spawn();
@@ -103,6 +115,20 @@ impl Server {
 
     pub(crate) fn kubeconfig(&self) -> PathBuf {
         self.data_dir().join("admin.kubeconfig")
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Everything the server has logged so far, over all runs, with the harness's
+    /// `=== harness: … ===` separator lines.
+    pub(crate) fn log(&self) -> String {
+        let path = self.root.path().join("server.log");
+        or_die(
+            fs::read_to_string(&path),
+            format!("read {}", path.display()),
+        )
     }
 
     /// SIGTERM, expect a clean exit, then start again on the same data dir and port.
@@ -138,6 +164,7 @@ impl Server {
         let mut cmd = Command::new(tokenwarden_bin());
         cmd.arg("serve").arg("--data-dir").arg(self.data_dir());
         cmd.args(["--bind-address", "127.0.0.1", "--secure-port", &port]);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(log)
