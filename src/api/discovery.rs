@@ -315,6 +315,16 @@ fn openapi_document(group: &str, version: &str) -> Value {
         if r.verbs.contains(&"create") {
             coll.insert("post".into(), op("post", format!("create{}", r.kind), true));
         }
+        // kubectl decides that the server validates fields itself by finding, for the
+        // kind, a PATCH operation that takes `fieldValidation`; without one it falls back
+        // to /openapi/v2, which is not served. Create-only kinds (the reviews) therefore
+        // list one on their collection, marked as not served.
+        if !r.verbs.contains(&"patch") {
+            let mut p = op("patch", format!("patch{}", r.kind), true);
+            p["description"] =
+                json!("not served: listed so that kubectl validates fields on the server");
+            coll.insert("patch".into(), p);
+        }
         paths.insert(collection, Value::Object(coll));
         if r.verbs.contains(&"get") {
             paths.insert(

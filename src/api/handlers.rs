@@ -464,7 +464,13 @@ async fn review(ctx: &Ctx<'_>, res: &Resource, body: Body) -> Result<Response, S
         .cloned()
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({}));
-    metadata["creationTimestamp"] = json!(now);
+    // Only SelfSubjectReview is stamped; the other reviews answer `creationTimestamp: null`,
+    // as kube-apiserver does.
+    metadata["creationTimestamp"] = if res.kind == "SelfSubjectReview" {
+        json!(now)
+    } else {
+        Value::Null
+    };
     let status = match res.kind {
         "SelfSubjectReview" => json!({"userInfo": user_info_json(ctx.user)}),
         "SelfSubjectAccessReview" => access_review(ctx.user, obj.get("spec"))?,

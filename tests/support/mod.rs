@@ -141,6 +141,23 @@ impl Server {
         self.spawn();
     }
 
+    /// Like `restart`, but the new run gets these extra `serve` flags instead of the old ones
+    /// (same data dir, port and environment).
+    #[track_caller]
+    pub(crate) fn restart_with(&mut self, args: &[&str]) {
+        let status = self.stop("-TERM");
+        if !status.success() {
+            self.fail(format!("unclean exit on SIGTERM: {status}"));
+        }
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        self.spawn();
+    }
+
+    /// A path for a test file in the temp dir, outside the data dir (not created).
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
     /// SIGKILL, as a crash would; `start_again` brings it back.
     #[track_caller]
     pub(crate) fn kill9(&mut self) {
