@@ -13,8 +13,10 @@ use clap::{Args, Parser, Subcommand};
 
 use jiff::SignedDuration;
 
+use crate::admission::AutomountMode;
 use crate::api::{self, AppState, ServerConfig, TokenServices};
 use crate::clock::SystemClock;
+use crate::controllers::{self, AlwaysLeader, ControllerConfig};
 use crate::pki::{self, PkiConfig};
 use crate::registry::Registry;
 use crate::store::{self, Store};
@@ -108,6 +110,15 @@ struct ServeArgs {
     /// Write an audit.k8s.io/v1 event (Metadata level) per request to this file.
     #[arg(long)]
     audit_log_path: Option<PathBuf>,
+    /// Behave as this Kubernetes version does (`1.23` or `kube=1.23`): below 1.24 every
+    /// ServiceAccount gets an auto-created token Secret; below 1.21 pods mount that Secret
+    /// instead of a projected token. For rehearsing the migration the seeds describe.
+    #[arg(long, value_parser = parse_emulated_version, default_value = "1.32")]
+    emulated_version: u32,
+    /// How long an auto-generated legacy token Secret may go unused before it is marked
+    /// invalid, and how long after that it is deleted (kube-controller-manager's flag).
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    legacy_service_account_token_clean_up_period: i64,
     /// UNSAFE, for tests only: run the server's clock this far ahead (e.g. 2h), to make
     /// tokens expire or turn stale without waiting.
     #[arg(long, value_parser = parse_signed_duration)]
@@ -129,6 +140,27 @@ fn parse_signed_duration(s: &str) -> Result<SignedDuration, String> {
     }
     s.parse::<SignedDuration>()
         .map_err(|e| format!("{s:?} is not a duration such as 600s, 1h30m or 8760h: {e}"))
+}
+
+/// `--emulated-version`: `1.23`, `v1.23` or `kube=1.23`, as the minor version. Kubernetes
+/// itself emulates only one release back; older versions are allowed here on purpose, to
+/// rehearse the 1.21 and 1.24 changes.
+fn parse_emulated_version(s: &str) -> Result<u32, String> {
+    let v = s.strip_prefix("kube=").unwrap_or(s);
+    let v = v.strip_prefix('v').unwrap_or(v);
+    let (major, minor) = v
+        .split_once('.')
+        .ok_or_else(|| format!("{s:?} is not a version such as 1.23"))?;
+    let minor: u32 = minor
+        .parse()
+        .map_err(|_| format!("{s:?} is not a version such as 1.23"))?;
+    let newest: u32 = wellknown::KUBE_MINOR.parse().unwrap_or(32);
+    if major != "1" || !(16..=newest).contains(&minor) {
+        return Err(format!(
+            "emulated version {s:?} must be between 1.16 and 1.{newest}"
+        ));
+    }
+    Ok(minor)
 }
 
 /// The checks kube-apiserver makes of `--service-account-issuer`.
@@ -265,18 +297,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let keys = Arc::new(KeySet::new(Some(signing), verifying));
     let metrics = Arc::new(Metrics::new());
     let cache = Arc::new(AuthCache::default());
-    authn.push(Box::new(ServiceAccountAuthenticator::new(
-        AuthenticatorConfig {
-            issuers: args.service_account_issuer.clone(),
-            api_audiences: api_audiences.clone(),
-            lookup_legacy: args.service_account_lookup,
-        },
-        keys.clone(),
-        Arc::new(registry.clone()),
-        clock.clone(),
-        metrics.clone(),
-        cache.clone(),
-    )));
+    // Legacy token uses go to the tracking controller, which stamps the last-used label.
+    let (legacy_tx, legacy_rx) = tokio::sync::mpsc::channel(1024);
+    authn.push(Box::new(
+        ServiceAccountAuthenticator::new(
+            AuthenticatorConfig {
+                issuers: args.service_account_issuer.clone(),
+                api_audiences: api_audiences.clone(),
+                lookup_legacy: args.service_account_lookup,
+            },
+            keys.clone(),
+            Arc::new(registry.clone()),
+            clock.clone(),
+            metrics.clone(),
+            cache.clone(),
+        )
+        .with_legacy_use_sink(legacy_tx),
+    ));
     let invalidator = tokio::spawn(authenticator::invalidate_from_watch(
         registry.clone(),
         cache,
@@ -332,7 +369,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         anonymous_oidc: args.anonymous_issuer_discovery,
         metrics,
         audit,
+        automount: if args.emulated_version < 21 {
+            AutomountMode::LegacySecret
+        } else {
+            AutomountMode::Projected
+        },
     };
+    let controllers = tokio::spawn(controllers::run(
+        registry.clone(),
+        clock.clone(),
+        ControllerConfig {
+            auto_create_legacy_tokens: args.emulated_version < 24,
+            legacy_cleanup_period: SignedDuration::from_secs(
+                args.legacy_service_account_token_clean_up_period,
+            ),
+            ..ControllerConfig::new(pki.ca_pem().to_string(), keys.clone())
+        },
+        legacy_rx,
+        Arc::new(AlwaysLeader),
+        shutdown_rx.clone(),
+    ));
     let state = AppState::new(registry, authn, bind.to_string(), shutdown_rx, tokens);
     let config = ServerConfig {
         bind,
@@ -359,6 +415,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
     .await
     .context("serving")?;
+    // Controllers stop at the shutdown signal; wait so that no write races the close.
+    let _ = controllers.await;
     compactor.abort();
     invalidator.abort();
     if let Some(audit) = audit_handle {
@@ -390,5 +448,38 @@ async fn wait_for_signal() {
             tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the server");
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emulated_versions() {
+        assert_eq!(parse_emulated_version("1.23"), Ok(23));
+        assert_eq!(parse_emulated_version("kube=1.20"), Ok(20));
+        assert_eq!(parse_emulated_version("v1.32"), Ok(32));
+        assert!(parse_emulated_version("1.33").is_err());
+        assert!(parse_emulated_version("2.0").is_err());
+        assert!(parse_emulated_version("latest").is_err());
+    }
+
+    #[test]
+    fn durations_read_as_go_writes_them() {
+        assert_eq!(parse_duration("600s"), Ok(600));
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+        assert_eq!(parse_duration("8760h"), Ok(31_536_000));
+        assert_eq!(parse_duration("0"), Ok(0));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn issuers_are_checked_as_kube_apiserver_does() {
+        assert!(check_issuers(&["https://kubernetes.default.svc".into()]).is_ok());
+        assert!(check_issuers(&["kubernetes/serviceaccount".into()]).is_ok());
+        assert!(check_issuers(&["".into()]).is_err());
+        assert!(check_issuers(&["a:b".into()]).is_err());
+        assert!(check_issuers(&["https://a".into(), "https://a".into()]).is_err());
     }
 }

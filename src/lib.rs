@@ -3,9 +3,11 @@
 //! The binary's entry point is [`cli::run`]; every other module is internal. The
 //! module table and the rules between modules are in `shared/STYLE.md`.
 
+pub(crate) mod admission;
 pub(crate) mod api;
 pub mod cli;
 pub(crate) mod clock;
+pub(crate) mod controllers;
 pub(crate) mod pki;
 pub(crate) mod registry;
 pub(crate) mod store;

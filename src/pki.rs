@@ -133,8 +133,6 @@ impl fmt::Debug for Pki {
 
 impl Pki {
     /// PEM of the trust anchor for the serving certificate (`certificate-authority-data`).
-    // Read by the token issuer and the root-CA publisher (issues 3 and 4).
-    #[allow(dead_code)]
     pub(crate) fn ca_pem(&self) -> &str {
         &self.ca_pem
     }

@@ -36,3 +36,61 @@ pub(crate) const LABEL_LEGACY_TOKEN_INVALID_SINCE: &str =
 
 /// The default service-account issuer and API audience (the reference cluster's).
 pub(crate) const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc";
+
+/// The UID annotation of a legacy token Secret (facts §5.1); empty or absent matches any UID.
+pub(crate) const ANNOTATION_SA_UID: &str = "kubernetes.io/service-account.uid";
+
+/// The ServiceAccount a pod runs as when it names none (facts §6.1 step 2).
+pub(crate) const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+/// Marks a mirror pod (a kubelet static pod's API copy); admission leaves its spec alone.
+pub(crate) const ANNOTATION_MIRROR_POD: &str = "kubernetes.io/config.mirror";
+/// A ServiceAccount annotation: when it parses as true, pods may only reference the
+/// secrets the account lists (facts §6.1, Validate).
+pub(crate) const ANNOTATION_ENFORCE_MOUNTABLE_SECRETS: &str =
+    "kubernetes.io/enforce-mountable-secrets";
+/// Where the service-account credentials are mounted in every container.
+pub(crate) const SA_TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The name prefix of the injected projected volume (`kube-api-access-<5 chars>`).
+pub(crate) const SA_VOLUME_PREFIX: &str = "kube-api-access-";
+/// The file names inside the injected volume.
+pub(crate) const SA_VOLUME_TOKEN_PATH: &str = "token";
+pub(crate) const SA_VOLUME_NAMESPACE_PATH: &str = "namespace";
+/// The per-namespace root CA ConfigMap and its key (facts §6.3).
+pub(crate) const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
+pub(crate) const ROOT_CA_KEY: &str = "ca.crt";
+/// A projected or secret volume's file mode when none is given (0644).
+pub(crate) const DEFAULT_VOLUME_MODE: i64 = 0o644;
+
+/// The lifetime of the token in the injected volume: 3607 s, which the issuer may
+/// extend to a year for old clients (facts §4.5).
+pub(crate) const ADMISSION_TOKEN_EXPIRATION_SECONDS: i64 = 3607;
+/// A projected `serviceAccountToken` source's lifetime when none is given
+/// (`SetDefaults_ServiceAccountTokenProjection`).
+pub(crate) const DEFAULT_TOKEN_EXPIRATION_SECONDS: i64 = 3600;
+/// The bounds of a requested token lifetime: 10 minutes and 2^32 seconds.
+pub(crate) const MIN_TOKEN_EXPIRATION_SECONDS: i64 = 600;
+pub(crate) const MAX_TOKEN_EXPIRATION_SECONDS: i64 = 1 << 32;
+
+/// The namespace of the control plane's own objects (`metav1.NamespaceSystem`).
+pub(crate) const NAMESPACE_SYSTEM: &str = "kube-system";
+/// Data keys of a `kubernetes.io/service-account-token` Secret (`v1.ServiceAccountTokenKey`,
+/// `ServiceAccountRootCAKey`, `ServiceAccountNamespaceKey`; facts §5.1).
+pub(crate) const SECRET_KEY_TOKEN: &str = "token";
+pub(crate) const SECRET_KEY_CA_CRT: &str = "ca.crt";
+pub(crate) const SECRET_KEY_NAMESPACE: &str = "namespace";
+/// The `kubernetes.io/description` annotation of `kube-root-ca.crt`, with the publisher's
+/// exact text (facts §6.3).
+pub(crate) const ANNOTATION_DESCRIPTION: &str = "kubernetes.io/description";
+pub(crate) const ROOT_CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
+
+/// The UTC date (`YYYY-MM-DD`) a legacy token was last used (facts §5.4).
+pub(crate) const LABEL_LEGACY_TOKEN_LAST_USED: &str = "kubernetes.io/legacy-token-last-used";
+/// `kube-system/<this>` holds, in data key `since`, the UTC date legacy token tracking
+/// started (facts §5.3).
+pub(crate) const LEGACY_TOKEN_TRACKING_CONFIGMAP: &str =
+    "kube-apiserver-legacy-service-account-token-tracking";
+pub(crate) const LEGACY_TOKEN_TRACKING_SINCE_KEY: &str = "since";
+/// `--legacy-service-account-token-clean-up-period` default: 8760h, one year (facts §5.4).
+pub(crate) const DEFAULT_LEGACY_TOKEN_CLEAN_UP_PERIOD_SECONDS: i64 = 8760 * 3600;
+/// How often the legacy token cleaner runs (`DefaultCleanerSyncInterval`, 24 h).
+pub(crate) const LEGACY_TOKEN_CLEANER_INTERVAL_SECONDS: u64 = 24 * 3600;

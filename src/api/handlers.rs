@@ -245,7 +245,14 @@ async fn create(
     ns: Option<&str>,
     body: Body,
 ) -> Result<Response, Status> {
-    let obj = object_body(ctx, body).await?;
+    let mut obj = object_body(ctx, body).await?;
+    // Admission runs before the write, dry runs included, as in kube-apiserver.
+    if res.kind == "Pod" {
+        ctx.app
+            .admission
+            .admit_pod_create(ns.unwrap_or("default"), &mut obj)
+            .await?;
+    }
     let created = ctx
         .app
         .registry
@@ -316,6 +323,12 @@ async fn patch(
                 .is_none_or(str::is_empty)
             {
                 obj["metadata"]["name"] = json!(name);
+            }
+            if res.kind == "Pod" {
+                ctx.app
+                    .admission
+                    .admit_pod_create(ns.unwrap_or("default"), &mut obj)
+                    .await?;
             }
             let created = ctx.app.registry.create(res, ns, obj, dry_run).await?;
             Ok(json(StatusCode::CREATED, &created))

@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use std::collections::BTreeMap;
 
+use crate::admission::{AutomountMode, ServiceAccountAdmission};
 use crate::registry::Registry;
 use crate::telemetry::audit::{
     AuditEvent, AuditLog, AuditObjectRef, AuditResponseStatus, AuditUser,
@@ -64,6 +65,8 @@ pub(crate) struct AppState {
     pub(crate) anonymous_oidc: bool,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) audit: Option<Arc<AuditLog>>,
+    /// ServiceAccount admission of new Pods.
+    pub(crate) admission: ServiceAccountAdmission,
 }
 
 /// The parts of [`AppState`] that `cli` wires in beyond the basics.
@@ -74,6 +77,7 @@ pub(crate) struct TokenServices {
     pub(crate) anonymous_oidc: bool,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) audit: Option<Arc<AuditLog>>,
+    pub(crate) automount: AutomountMode,
 }
 
 impl AppState {
@@ -85,6 +89,7 @@ impl AppState {
         tokens: TokenServices,
     ) -> Self {
         AppState {
+            admission: ServiceAccountAdmission::new(registry.clone(), tokens.automount),
             registry,
             authn,
             openapi: discovery::OpenApi::build(),

@@ -1037,6 +1037,22 @@ fn graceful_pending(obj: &Value, _clock: &dyn crate::clock::Clock) -> bool {
             .is_some_and(|g| g > 0)
 }
 
+/// A registry over a fresh SQLite store in a temporary directory (kept while the returned
+/// `TempDir` lives), with the system namespaces made: for the unit tests of modules that may
+/// use `registry` but not `store` (STYLE.md module table).
+#[cfg(test)]
+pub(crate) async fn temp_registry(clock: SharedClock) -> (Registry, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store: Arc<dyn Store> =
+        crate::store::sqlite::SqliteStore::open(&dir.path().join("db")).expect("a fresh store");
+    let registry = Registry::new(store, clock);
+    registry
+        .ensure_system_namespaces()
+        .await
+        .expect("the system namespaces");
+    (registry, dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -429,6 +429,7 @@ fn default_pod(obj: &mut Map<String, Value>) {
                         o.entry(mode).or_insert_with(|| json!(420));
                     }
                 }
+                default_token_projections(vol);
             }
         }
     }
@@ -436,6 +437,30 @@ fn default_pod(obj: &mut Map<String, Value>) {
         "status".into(),
         json!({"phase": "Pending", "qosClass": "BestEffort"}),
     );
+}
+
+/// A projected `serviceAccountToken` source without `expirationSeconds` gets an hour
+/// (`SetDefaults_ServiceAccountTokenProjection` in `pkg/apis/core/v1/defaults.go`).
+fn default_token_projections(vol: &mut Map<String, Value>) {
+    let Some(sources) = vol
+        .get_mut("projected")
+        .and_then(|p| p.get_mut("sources"))
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for token in sources
+        .iter_mut()
+        .filter_map(|s| s.get_mut("serviceAccountToken"))
+        .filter_map(Value::as_object_mut)
+    {
+        if token.get("expirationSeconds").is_none_or(Value::is_null) {
+            token.insert(
+                "expirationSeconds".into(),
+                json!(wellknown::DEFAULT_TOKEN_EXPIRATION_SECONDS),
+            );
+        }
+    }
 }
 
 /// Decodes the object into its k8s-openapi type: the same structural check the Go
@@ -635,6 +660,11 @@ fn immutable_data(obj: &Value, old: &Value, fields: &[&str], errs: &mut Vec<Fiel
 }
 
 fn validate_pod(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+    // Volumes come first, as in `ValidatePodSpec`. A pod's volumes cannot change after
+    // create, so checking them once is enough.
+    if old.is_none() {
+        validate_projected_volumes(obj, errs);
+    }
     let containers = obj.pointer("/spec/containers").and_then(Value::as_array);
     match containers {
         None => errs.push(FieldError::required("spec.containers", "")),
@@ -694,6 +724,138 @@ fn validate_pod(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
                 "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
             ));
         }
+    }
+}
+
+/// The projected-volume rules of `validateProjectionSources`
+/// (`pkg/apis/core/validation/validation.go`): one kind per source, no two files at the
+/// same path, and a `serviceAccountToken` source with a lifetime in [10 min, 2^32 s]
+/// and a local relative path. Other source kinds' own fields are left to the kubelet.
+fn validate_projected_volumes(obj: &Value, errs: &mut Vec<FieldError>) {
+    let Some(volumes) = obj.pointer("/spec/volumes").and_then(Value::as_array) else {
+        return;
+    };
+    for (i, vol) in volumes.iter().enumerate() {
+        let Some(sources) = vol.pointer("/projected/sources").and_then(Value::as_array) else {
+            continue;
+        };
+        let fld = format!("spec.volumes[{i}].projected");
+        let mut paths = std::collections::HashSet::new();
+        // A second file at a path already taken. Kubernetes reports it on the volume
+        // with the secret's or ConfigMap's name (or the downward path) as the value.
+        let mut duplicate = |path: &str, shown: &str, errs: &mut Vec<FieldError>| {
+            if !path.is_empty() && !paths.insert(path.to_string()) {
+                errs.push(FieldError::invalid(
+                    fld.as_str(),
+                    Value::from(shown),
+                    "conflicting duplicate paths",
+                ));
+            }
+        };
+        for (j, source) in sources.iter().enumerate() {
+            let src = format!("{fld}.sources[{j}]");
+            let mut kinds = 0;
+            for kind in ["secret", "configMap"] {
+                let Some(s) = source.get(kind).filter(|s| s.is_object()) else {
+                    continue;
+                };
+                kinds += 1;
+                let name = str_at(s, "/name");
+                if name.is_empty() {
+                    errs.push(FieldError::required(format!("{src}.{kind}.name"), ""));
+                }
+                for item in s
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    duplicate(str_at(item, "/path"), name, errs);
+                }
+            }
+            if let Some(d) = source.get("downwardAPI").filter(|d| d.is_object()) {
+                kinds += 1;
+                for item in d
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let path = str_at(item, "/path");
+                    duplicate(path, path, errs);
+                }
+            }
+            if let Some(t) = source.get("serviceAccountToken").filter(|t| t.is_object()) {
+                kinds += 1;
+                validate_token_projection(t, &fld, &src, errs);
+            }
+            if source
+                .get("clusterTrustBundle")
+                .is_some_and(Value::is_object)
+            {
+                kinds += 1;
+            }
+            if kinds > 1 {
+                errs.push(FieldError::forbidden(
+                    src,
+                    "may not specify more than 1 volume type",
+                ));
+            }
+        }
+    }
+}
+
+/// One `serviceAccountToken` projection. The lifetime bounds are TokenRequest's. The
+/// path errors name `<volume>.projected.path`, not the source's own field: that is
+/// where kube-apiserver reports them (it builds the path from the volume's).
+fn validate_token_projection(t: &Value, fld: &str, src: &str, errs: &mut Vec<FieldError>) {
+    let exp = t
+        .get("expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(wellknown::DEFAULT_TOKEN_EXPIRATION_SECONDS);
+    let exp_field = format!("{src}.serviceAccountToken.expirationSeconds");
+    if exp < wellknown::MIN_TOKEN_EXPIRATION_SECONDS {
+        errs.push(FieldError::invalid(
+            exp_field.as_str(),
+            Value::from(exp),
+            "may not specify a duration less than 10 minutes",
+        ));
+    }
+    if exp > wellknown::MAX_TOKEN_EXPIRATION_SECONDS {
+        errs.push(FieldError::invalid(
+            exp_field,
+            Value::from(exp),
+            "may not specify a duration larger than 2^32 seconds",
+        ));
+    }
+    let path = str_at(t, "/path");
+    let path_field = format!("{fld}.path");
+    if path.is_empty() {
+        errs.push(FieldError::required(path_field, ""));
+        return;
+    }
+    // `ValidateLocalNonReservedPath`: relative, no `..` element, no leading `..`.
+    if path.starts_with('/') {
+        errs.push(FieldError::invalid(
+            path_field.as_str(),
+            Value::from(path),
+            "must be a relative path",
+        ));
+    }
+    if path.split('/').any(|part| part == "..") {
+        errs.push(FieldError::invalid(
+            path_field.as_str(),
+            Value::from(path),
+            "must not contain '..'",
+        ));
+    }
+    // Kubernetes skips this one only for a leading `../` (so `..` gets both errors).
+    if path.starts_with("..") && !path.starts_with("../") {
+        errs.push(FieldError::invalid(
+            path_field,
+            Value::from(path),
+            "must not start with '..'",
+        ));
     }
 }
 
@@ -764,5 +926,145 @@ mod tests {
         let other =
             json!({"metadata":{"name":"p"},"spec":{"containers":[{"name":"d","image":"a"}]}});
         assert_eq!(validate(core("pods"), &other, Some(&old))[0].field, "spec");
+    }
+
+    fn pod_with_volumes(volumes: Value) -> Value {
+        json!({"metadata": {"name": "p"}, "spec": {
+            "containers": [{"name": "c", "image": "nginx"}],
+            "volumes": volumes,
+        }})
+    }
+
+    fn created_pod_errors(mut pod: Value) -> Vec<String> {
+        default_on_create(core("pods"), pod.as_object_mut().unwrap());
+        typed_check(core("pods"), &pod).unwrap();
+        validate(core("pods"), &pod, None)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn token_volume(token: Value) -> Value {
+        json!([{"name": "t", "projected": {"sources": [{"serviceAccountToken": token}]}}])
+    }
+
+    #[test]
+    fn token_projections_default_to_an_hour() {
+        let mut pod = pod_with_volumes(token_volume(json!({"path": "token"})));
+        default_on_create(core("pods"), pod.as_object_mut().unwrap());
+        let projected = &pod["spec"]["volumes"][0]["projected"];
+        assert_eq!(
+            projected["sources"][0]["serviceAccountToken"]["expirationSeconds"],
+            3600
+        );
+        assert_eq!(projected["defaultMode"], 420);
+        // A given lifetime is kept.
+        let mut pod = pod_with_volumes(token_volume(
+            json!({"path": "token", "expirationSeconds": 7200}),
+        ));
+        default_on_create(core("pods"), pod.as_object_mut().unwrap());
+        assert_eq!(
+            pod["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"],
+            7200
+        );
+        assert!(created_pod_errors(pod).is_empty());
+    }
+
+    #[test]
+    fn token_projection_lifetime_and_path_rules() {
+        assert_eq!(
+            created_pod_errors(pod_with_volumes(token_volume(
+                json!({"path": "token", "expirationSeconds": 60})
+            ))),
+            vec![
+                "spec.volumes[0].projected.sources[0].serviceAccountToken.expirationSeconds: Invalid value: 60: may not specify a duration less than 10 minutes"
+            ]
+        );
+        assert_eq!(
+            created_pod_errors(pod_with_volumes(token_volume(
+                json!({"path": "token", "expirationSeconds": 4_294_967_297_i64})
+            ))),
+            vec![
+                "spec.volumes[0].projected.sources[0].serviceAccountToken.expirationSeconds: Invalid value: 4294967297: may not specify a duration larger than 2^32 seconds"
+            ]
+        );
+        // Both bounds are inclusive.
+        for ok in [600, 4_294_967_296_i64] {
+            let pod = pod_with_volumes(token_volume(
+                json!({"path": "token", "expirationSeconds": ok}),
+            ));
+            assert!(created_pod_errors(pod).is_empty(), "{ok}");
+        }
+        // Path errors are reported on the volume's `projected.path`, as upstream does.
+        assert_eq!(
+            created_pod_errors(pod_with_volumes(token_volume(json!({"path": ""})))),
+            vec!["spec.volumes[0].projected.path: Required value"]
+        );
+        assert_eq!(
+            created_pod_errors(pod_with_volumes(token_volume(json!({})))),
+            vec!["spec.volumes[0].projected.path: Required value"]
+        );
+        assert_eq!(
+            created_pod_errors(pod_with_volumes(token_volume(
+                json!({"path": "/etc/token"})
+            ))),
+            vec![
+                r#"spec.volumes[0].projected.path: Invalid value: "/etc/token": must be a relative path"#
+            ]
+        );
+        assert_eq!(
+            created_pod_errors(pod_with_volumes(token_volume(
+                json!({"path": "a/../../token"})
+            ))),
+            vec![
+                r#"spec.volumes[0].projected.path: Invalid value: "a/../../token": must not contain '..'"#
+            ]
+        );
+        assert_eq!(
+            created_pod_errors(pod_with_volumes(token_volume(json!({"path": "..token"})))),
+            vec![
+                r#"spec.volumes[0].projected.path: Invalid value: "..token": must not start with '..'"#
+            ]
+        );
+        assert_eq!(
+            created_pod_errors(pod_with_volumes(token_volume(json!({"path": ".."})))).len(),
+            2
+        );
+        // Volume errors come before container errors, as in `ValidatePodSpec`.
+        let mut pod = pod_with_volumes(token_volume(json!({"path": "t", "expirationSeconds": 1})));
+        pod["spec"]["containers"][0]["image"] = json!("");
+        let errs = created_pod_errors(pod);
+        assert_eq!(errs.len(), 2);
+        assert!(errs[0].starts_with("spec.volumes[0]"), "{errs:?}");
+    }
+
+    #[test]
+    fn projected_sources_are_one_kind_each_with_distinct_paths() {
+        let volumes = json!([
+            {"name": "ok", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}},
+            {"name": "dup", "projected": {"sources": [
+                {"configMap": {"name": "cm", "items": [{"key": "a", "path": "same"}]}},
+                {"secret": {"name": "sec", "items": [{"key": "b", "path": "same"}]}},
+                {"downwardAPI": {"items": [{"path": "same", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+            ]}},
+            {"name": "two", "projected": {"sources": [
+                {"configMap": {"name": ""}, "serviceAccountToken": {"path": "token"}},
+            ]}},
+        ]);
+        assert_eq!(
+            created_pod_errors(pod_with_volumes(volumes)),
+            vec![
+                r#"spec.volumes[1].projected: Invalid value: "sec": conflicting duplicate paths"#,
+                r#"spec.volumes[1].projected: Invalid value: "same": conflicting duplicate paths"#,
+                "spec.volumes[2].projected.sources[0].configMap.name: Required value",
+                "spec.volumes[2].projected.sources[0]: Forbidden: may not specify more than 1 volume type",
+            ]
+        );
+        // Only creates are checked: an update keeps whatever was stored.
+        let mut old = pod_with_volumes(token_volume(
+            json!({"path": "token", "expirationSeconds": 1}),
+        ));
+        default_on_create(core("pods"), old.as_object_mut().unwrap());
+        assert!(validate(core("pods"), &old, Some(&old)).is_empty());
     }
 }

@@ -237,8 +237,6 @@ impl ServiceAccountAuthenticator {
     }
 
     /// Reports every checked use of a legacy Secret token to `sink`.
-    // Wired to the legacy token tracking controller (issue 4).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn with_legacy_use_sink(mut self, sink: LegacyUseSink) -> Self {
         self.legacy_uses = Some(sink);
         self

@@ -275,8 +275,6 @@ pub(crate) struct LegacyClaims {
 }
 
 impl LegacyClaims {
-    // Signed by the legacy token Secret controller (issue 4); exercised by tests now.
-    #[cfg_attr(not(test), allow(dead_code))]
     /// iss `kubernetes/serviceaccount`, the four flat `kubernetes.io/serviceaccount/...`
     /// claims and sub, sorted; no aud/exp/iat/nbf/jti (legacy tokens never expire).
     pub(crate) fn to_json(&self) -> Value {
