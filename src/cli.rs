@@ -19,6 +19,7 @@ use crate::clock::SystemClock;
 use crate::controllers::{self, AlwaysLeader, ControllerConfig};
 use crate::pki::{self, PkiConfig};
 use crate::registry::Registry;
+use crate::registry::resources::Limits;
 use crate::store::{self, Store};
 use crate::telemetry::audit::AuditLog;
 use crate::telemetry::metrics::Metrics;
@@ -26,7 +27,7 @@ use crate::telemetry::{self, LogFormat};
 use crate::tokens::authenticator::{
     self, AuthCache, AuthenticatorConfig, ServiceAccountAuthenticator,
 };
-use crate::tokens::issuer::{Issuer, IssuerConfig};
+use crate::tokens::issuer::{self, Issuer, IssuerConfig};
 use crate::tokens::keys::{KeySet, SigningKey, VerifyingKey};
 use crate::tokens::oidc;
 use crate::tokens::static_tokens::StaticTokens;
@@ -123,6 +124,10 @@ struct ServeArgs {
     /// tokens expire or turn stale without waiting.
     #[arg(long, value_parser = parse_signed_duration)]
     testing_clock_offset: Option<SignedDuration>,
+    /// UNSAFE, for tests only: allow TokenRequests and projected tokens shorter than the
+    /// 10-minute minimum (e.g. 30s), so token refresh can be watched without waiting.
+    #[arg(long, value_parser = parse_duration)]
+    testing_min_token_expiration: Option<i64>,
 }
 
 /// A Go-style duration (`600s`, `1h30m`, `8760h`) as whole seconds.
@@ -238,7 +243,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store: Arc<dyn Store> =
         store::sqlite::SqliteStore::open(&args.data_dir.join("tokenwarden.db"))
             .context("opening the store")?;
-    let registry = Registry::new(store.clone(), clock.clone());
+    let min_token_expiration = match args.testing_min_token_expiration {
+        Some(secs) => {
+            tracing::warn!(
+                "--testing-min-token-expiration={secs}s: tokens may be shorter than 10 minutes; never use this outside tests"
+            );
+            secs
+        }
+        None => issuer::MIN_EXPIRATION_SECONDS,
+    };
+    let registry = Registry::new(store.clone(), clock.clone()).with_limits(Limits {
+        min_token_expiration,
+    });
     registry
         .ensure_system_namespaces()
         .await
@@ -324,6 +340,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             api_audiences: api_audiences.clone(),
             max_expiration_seconds: (max != 0).then_some(max),
             extend_expiration: args.service_account_extend_token_expiration,
+            min_expiration_seconds: min_token_expiration,
         },
         keys.clone(),
         clock.clone(),

@@ -139,6 +139,7 @@ pub(crate) type ObjectStream =
 pub(crate) struct Registry {
     store: Arc<dyn Store>,
     clock: SharedClock,
+    limits: resources::Limits,
 }
 
 impl std::fmt::Debug for Registry {
@@ -295,7 +296,17 @@ fn parse_rv(s: &str) -> Result<Revision> {
 
 impl Registry {
     pub(crate) fn new(store: Arc<dyn Store>, clock: SharedClock) -> Self {
-        Registry { store, clock }
+        Registry {
+            store,
+            clock,
+            limits: resources::Limits::default(),
+        }
+    }
+
+    /// The same registry with other validation limits (test-only flags).
+    pub(crate) fn with_limits(mut self, limits: resources::Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub(crate) fn clock(&self) -> &SharedClock {
@@ -502,7 +513,7 @@ impl Registry {
     fn check(&self, res: &Resource, obj: &Value, old: Option<&Value>) -> Result<()> {
         let name = meta_str(obj, "name").unwrap_or_default();
         resources::typed_check(res, obj).map_err(RegistryError::BadRequest)?;
-        let errs = resources::validate(res, obj, old);
+        let errs = resources::validate_with(res, obj, old, &self.limits);
         if errs.is_empty() {
             Ok(())
         } else {

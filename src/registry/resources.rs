@@ -546,14 +546,40 @@ pub(crate) fn validate_meta(res: &Resource, obj: &Value, errs: &mut Vec<FieldErr
     }
 }
 
-/// Kind-specific validation. `old` is the stored object on update.
+/// Limits that a test-only flag may move (`--testing-min-token-expiration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// The shortest token lifetime a projected `serviceAccountToken` may ask for.
+    pub(crate) min_token_expiration: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            min_token_expiration: wellknown::MIN_TOKEN_EXPIRATION_SECONDS,
+        }
+    }
+}
+
+/// [`validate_with`] under Kubernetes' limits.
+#[cfg(test)]
 pub(crate) fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    validate_with(res, obj, old, &Limits::default())
+}
+
+/// Kind-specific validation. `old` is the stored object on update.
+pub(crate) fn validate_with(
+    res: &Resource,
+    obj: &Value,
+    old: Option<&Value>,
+    limits: &Limits,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     validate_meta(res, obj, &mut errs);
     match res.kind {
         "Secret" => validate_secret(obj, old, &mut errs),
         "ConfigMap" => validate_config_map(obj, old, &mut errs),
-        "Pod" => validate_pod(obj, old, &mut errs),
+        "Pod" => validate_pod(obj, old, limits, &mut errs),
         _ => {}
     }
     errs
@@ -659,11 +685,11 @@ fn immutable_data(obj: &Value, old: &Value, fields: &[&str], errs: &mut Vec<Fiel
     }
 }
 
-fn validate_pod(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+fn validate_pod(obj: &Value, old: Option<&Value>, limits: &Limits, errs: &mut Vec<FieldError>) {
     // Volumes come first, as in `ValidatePodSpec`. A pod's volumes cannot change after
     // create, so checking them once is enough.
     if old.is_none() {
-        validate_projected_volumes(obj, errs);
+        validate_projected_volumes(obj, limits, errs);
     }
     let containers = obj.pointer("/spec/containers").and_then(Value::as_array);
     match containers {
@@ -731,7 +757,7 @@ fn validate_pod(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
 /// (`pkg/apis/core/validation/validation.go`): one kind per source, no two files at the
 /// same path, and a `serviceAccountToken` source with a lifetime in [10 min, 2^32 s]
 /// and a local relative path. Other source kinds' own fields are left to the kubelet.
-fn validate_projected_volumes(obj: &Value, errs: &mut Vec<FieldError>) {
+fn validate_projected_volumes(obj: &Value, limits: &Limits, errs: &mut Vec<FieldError>) {
     let Some(volumes) = obj.pointer("/spec/volumes").and_then(Value::as_array) else {
         return;
     };
@@ -787,7 +813,7 @@ fn validate_projected_volumes(obj: &Value, errs: &mut Vec<FieldError>) {
             }
             if let Some(t) = source.get("serviceAccountToken").filter(|t| t.is_object()) {
                 kinds += 1;
-                validate_token_projection(t, &fld, &src, errs);
+                validate_token_projection(t, &fld, &src, limits, errs);
             }
             if source
                 .get("clusterTrustBundle")
@@ -808,13 +834,19 @@ fn validate_projected_volumes(obj: &Value, errs: &mut Vec<FieldError>) {
 /// One `serviceAccountToken` projection. The lifetime bounds are TokenRequest's. The
 /// path errors name `<volume>.projected.path`, not the source's own field: that is
 /// where kube-apiserver reports them (it builds the path from the volume's).
-fn validate_token_projection(t: &Value, fld: &str, src: &str, errs: &mut Vec<FieldError>) {
+fn validate_token_projection(
+    t: &Value,
+    fld: &str,
+    src: &str,
+    limits: &Limits,
+    errs: &mut Vec<FieldError>,
+) {
     let exp = t
         .get("expirationSeconds")
         .and_then(Value::as_i64)
         .unwrap_or(wellknown::DEFAULT_TOKEN_EXPIRATION_SECONDS);
     let exp_field = format!("{src}.serviceAccountToken.expirationSeconds");
-    if exp < wellknown::MIN_TOKEN_EXPIRATION_SECONDS {
+    if exp < limits.min_token_expiration {
         errs.push(FieldError::invalid(
             exp_field.as_str(),
             Value::from(exp),

@@ -25,7 +25,8 @@ pub(crate) const WARN_ONLY_EXPIRATION_SECONDS: i64 = 3607;
 pub(crate) const EXTENDED_EXPIRATION_SECONDS: i64 = 365 * 24 * 3600;
 /// The default lifetime of a requested token.
 pub(crate) const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
-const MIN_EXPIRATION_SECONDS: i64 = 600;
+/// Kubernetes' floor of token lifetimes.
+pub(crate) const MIN_EXPIRATION_SECONDS: i64 = 600;
 const MAX_EXPIRATION_SECONDS: i64 = 1 << 32;
 
 /// Issuance settings (kube-apiserver's `--service-account-*` flags).
@@ -39,6 +40,9 @@ pub(crate) struct IssuerConfig {
     pub(crate) max_expiration_seconds: Option<i64>,
     /// `--service-account-extend-token-expiration`.
     pub(crate) extend_expiration: bool,
+    /// The shortest lifetime a request may ask for: 600 s, lower only under
+    /// `--testing-min-token-expiration`.
+    pub(crate) min_expiration_seconds: i64,
 }
 
 /// A freshly issued token and what the response carries besides it.
@@ -151,7 +155,7 @@ impl Issuer {
             })?,
         };
         // 7. Static validation.
-        if requested < MIN_EXPIRATION_SECONDS {
+        if requested < self.config.min_expiration_seconds {
             return Err(invalid(vec![FieldError::invalid(
                 "spec.expirationSeconds",
                 Value::from(requested),
@@ -406,6 +410,7 @@ pub(crate) mod tests {
             api_audiences: vec!["https://kubernetes.default.svc".into()],
             max_expiration_seconds: max,
             extend_expiration: true,
+            min_expiration_seconds: MIN_EXPIRATION_SECONDS,
         };
         let issuer = Issuer::new(config, keys.clone(), FakeClock::at(NOW));
         let objects = MapLookup::default();
