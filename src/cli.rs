@@ -236,7 +236,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tls_cert_file: args.tls_cert_file.clone(),
             tls_private_key_file: args.tls_private_key_file.clone(),
         },
-        clock.now(),
+        // Certificates follow the real time even under --testing-clock-offset: clients
+        // verify them against their own clocks.
+        SystemClock::shared().now(),
     )
     .context("preparing certificates and keys")?;
 

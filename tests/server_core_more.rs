@@ -773,3 +773,12 @@ fn data_dir_files_are_private_and_reused_on_restart() {
     // The reused CA still verifies the server (the kubeconfig carries it).
     assert_stdout(&s, &s.kubectl(&["get", "--raw", "/readyz"]), "ok");
 }
+
+/// Regression: certificates were issued on the shifted test clock, so a large
+/// `--testing-clock-offset` produced a serving certificate not valid yet.
+#[test]
+fn a_shifted_clock_still_serves_a_valid_certificate() {
+    let s = Server::start_with(&["--testing-clock-offset=9000h"]);
+    let out = s.kubectl_ok(&["get", "ns", "default", "-o", "jsonpath={.metadata.name}"]);
+    assert_eq!(out, "default");
+}
