@@ -15,6 +15,7 @@ use jiff::SignedDuration;
 
 use crate::admission::AutomountMode;
 use crate::api::{self, AppState, ServerConfig, TokenServices};
+use crate::bench;
 use crate::clock::SystemClock;
 use crate::controllers::{self, AlwaysLeader, ControllerConfig};
 use crate::pki::{self, PkiConfig};
@@ -42,10 +43,14 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process; the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the API server (TLS; embedded SQLite store in the data directory).
     Serve(ServeArgs),
+    /// Load a running server and print throughput and latency figures.
+    Bench(bench::BenchArgs),
 }
 
 /// Flags named as kube-apiserver's where they mean the same thing.
@@ -205,6 +210,20 @@ pub fn run() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Bench(args) => {
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")
+                .and_then(|runtime| runtime.block_on(bench::run(args)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
                     ExitCode::FAILURE
                 }
             }

@@ -5,6 +5,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod api;
+pub(crate) mod bench;
 pub mod cli;
 pub(crate) mod clock;
 pub(crate) mod controllers;

@@ -51,6 +51,9 @@ const TABLE: &[(&str, &[&str])] = &[
     ),
     ("agent", &["clock", "wellknown", "telemetry"]),
     ("diagnose", &["clock", "wellknown", "telemetry"]),
+    // A client like `diagnose`, plus `tokens` for `tokens::keys` only: the in-process
+    // sign/verify reference of `tokenwarden bench` (issue 3).
+    ("bench", &["clock", "tokens"]),
     (
         "cli",
         &[
@@ -66,6 +69,7 @@ const TABLE: &[(&str, &[&str])] = &[
             "api",
             "agent",
             "diagnose",
+            "bench",
         ],
     ),
 ];

@@ -132,7 +132,6 @@ pub(crate) enum KeyError {
     #[error("signing failed")]
     Sign,
     #[error("key generation failed")]
-    #[cfg(test)]
     Generate,
 }
 
@@ -436,9 +435,9 @@ impl KeySet {
     }
 }
 
-/// A new RSA-2048 private key as PKCS#8 PEM ("PRIVATE KEY"); a test fixture (`pki`
-/// generates the server's own key on first start).
-#[cfg(test)]
+/// A new RSA-2048 private key as PKCS#8 PEM ("PRIVATE KEY"); for test fixtures and the
+/// in-process crypto reference of `tokenwarden bench` (`pki` generates the server's own
+/// key on first start).
 pub(crate) fn generate_rsa_2048_pem() -> Result<String, KeyError> {
     let pair = rsa::KeyPair::generate(rsa::KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
     let der: aws_lc_rs::encoding::Pkcs8V1Der<'static> =
@@ -446,8 +445,8 @@ pub(crate) fn generate_rsa_2048_pem() -> Result<String, KeyError> {
     Ok(pem_encode("PRIVATE KEY", der.as_ref()))
 }
 
-/// A new ECDSA P-256 private key as PKCS#8 PEM ("PRIVATE KEY"); a test fixture.
-#[cfg(test)]
+/// A new ECDSA P-256 private key as PKCS#8 PEM ("PRIVATE KEY"); for test fixtures and
+/// `tokenwarden bench`.
 pub(crate) fn generate_ec_p256_pem() -> Result<String, KeyError> {
     let pair = signature::EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
         .map_err(|_| KeyError::Generate)?;
@@ -795,7 +794,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-#[cfg(test)]
 fn pem_encode(label: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
