@@ -18,8 +18,9 @@
 
 mod support;
 
+use support::{assert_stderr_line, assert_stdout, ensure, has_line};
+
 use std::collections::BTreeSet;
-use std::fmt::Display;
 use std::fs;
 use std::process::Command;
 use std::thread;
@@ -205,33 +206,8 @@ const DESCRIBE_AFTER_1_24_WITH_TOKEN: &str = concat!(
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn has_line(text: &str, line: &str) -> bool {
-    text.lines().any(|l| l == line)
-}
-
 fn cols(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()
-}
-
-/// Unless `ok`, fails with `what` and what was found instead.
-#[track_caller]
-fn ensure(s: &Server, ok: bool, what: &str, got: impl Display) {
-    if !ok {
-        s.fail(format!("{what}\n--- got ---\n{got}"));
-    }
-}
-
-#[track_caller]
-fn assert_stdout(s: &Server, out: &Output, expected: &str) {
-    let ok = out.success() && out.stdout == expected;
-    let what = format!("expected success and exactly this stdout:\n{expected}");
-    s.check(ok, &what, out);
-}
-
-#[track_caller]
-fn assert_stderr_line(s: &Server, out: &Output, expected: &str) {
-    let ok = has_line(&out.stderr, expected);
-    s.check(ok, &format!("expected a stderr line {expected:?}"), out);
 }
 
 /// A command that must fail with exactly one stderr line, `expected`.

@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::{assert_stderr_line, assert_stdout, has_line};
+
 use std::io::{self, BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -24,10 +26,6 @@ fn row<'a>(table: &'a str, name: &str) -> Option<Vec<&'a str>> {
     table.lines().map(cols).find(|c| c.first() == Some(&name))
 }
 
-fn has_line(text: &str, line: &str) -> bool {
-    text.lines().any(|l| l == line)
-}
-
 /// An AGE cell: `0s`, `5m31s`, `2d3h` (apimachinery's duration.HumanDuration).
 fn is_age(cell: &str) -> bool {
     cell.starts_with(|c: char| c.is_ascii_digit()) && cell.ends_with(['s', 'm', 'h', 'd', 'y'])
@@ -37,25 +35,6 @@ fn is_age(cell: &str) -> bool {
 fn is_timestamp(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 20 && b[4] == b'-' && b[10] == b'T' && b[19] == b'Z'
-}
-
-#[track_caller]
-fn assert_stdout(s: &Server, out: &Output, expected: &str) {
-    let ok = out.success() && out.stdout == expected;
-    s.check(
-        ok,
-        &format!("expected success and exactly this stdout: {expected:?}"),
-        out,
-    );
-}
-
-#[track_caller]
-fn assert_stderr_line(s: &Server, out: &Output, expected: &str) {
-    s.check(
-        has_line(&out.stderr, expected),
-        &format!("expected a stderr line {expected:?}"),
-        out,
-    );
 }
 
 #[track_caller]

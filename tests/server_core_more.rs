@@ -8,6 +8,8 @@
 
 mod support;
 
+use support::{assert_stderr_line, assert_stdout};
+
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
@@ -19,29 +21,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{KUBECTL, Output, Server, or_die, tokenwarden_bin};
-
-fn has_line(text: &str, line: &str) -> bool {
-    text.lines().any(|l| l == line)
-}
-
-#[track_caller]
-fn assert_stdout(s: &Server, out: &Output, expected: &str) {
-    let ok = out.success() && out.stdout == expected;
-    s.check(
-        ok,
-        &format!("expected success and exactly this stdout: {expected:?}"),
-        out,
-    );
-}
-
-#[track_caller]
-fn assert_stderr_line(s: &Server, out: &Output, expected: &str) {
-    s.check(
-        has_line(&out.stderr, expected),
-        &format!("expected a stderr line {expected:?}"),
-        out,
-    );
-}
 
 /// `kubectl get KIND/NAME -o jsonpath=TEMPLATE` (no trailing newline).
 #[track_caller]

@@ -11,8 +11,9 @@
 
 mod support;
 
+use support::{assert_stderr_line, ensure, has_line};
+
 use std::collections::BTreeSet;
-use std::fmt::Display;
 use std::fs;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -31,27 +32,9 @@ const PIP_INSTALL: &str = "python3 -m pip install pyjwt cryptography";
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn has_line(text: &str, line: &str) -> bool {
-    text.lines().any(|l| l == line)
-}
-
 /// Runs of spaces (kubectl's tab-aligned columns) collapsed to one space.
 fn squeeze(line: &str) -> String {
     line.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Unless `ok`, fails with `what` and what was found instead.
-#[track_caller]
-fn ensure(s: &Server, ok: bool, what: &str, got: impl Display) {
-    if !ok {
-        s.fail(format!("{what}\n--- got ---\n{got}"));
-    }
-}
-
-#[track_caller]
-fn assert_stderr_line(s: &Server, out: &Output, expected: &str) {
-    let ok = has_line(&out.stderr, expected);
-    s.check(ok, &format!("expected a stderr line {expected:?}"), out);
 }
 
 /// A command that must fail with exactly one stderr line, `expected`.

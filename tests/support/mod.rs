@@ -369,3 +369,31 @@ fn list_dir(dir: &Path, out: &mut String) {
         }
     }
 }
+
+/// Whether `text` has exactly this line.
+pub(crate) fn has_line(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
+}
+
+/// Unless `ok`, fails with `what` and what was found instead.
+#[track_caller]
+pub(crate) fn ensure(s: &Server, ok: bool, what: &str, got: impl std::fmt::Display) {
+    if !ok {
+        s.fail(format!("{what}\n--- got ---\n{got}"));
+    }
+}
+
+/// The command succeeded and printed exactly `expected`.
+#[track_caller]
+pub(crate) fn assert_stdout(s: &Server, out: &Output, expected: &str) {
+    let ok = out.success() && out.stdout == expected;
+    let what = format!("expected success and exactly this stdout:\n{expected}");
+    s.check(ok, &what, out);
+}
+
+/// The command printed exactly this line on stderr.
+#[track_caller]
+pub(crate) fn assert_stderr_line(s: &Server, out: &Output, expected: &str) {
+    let ok = has_line(&out.stderr, expected);
+    s.check(ok, &format!("expected a stderr line {expected:?}"), out);
+}
