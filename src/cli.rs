@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use jiff::SignedDuration;
 
 use crate::admission::AutomountMode;
+use crate::agent::{self, AgentConfig, RunConfig};
 use crate::api::{self, AppState, ServerConfig, TokenServices};
 use crate::bench;
 use crate::clock::SystemClock;
@@ -51,6 +52,66 @@ enum Command {
     Serve(ServeArgs),
     /// Load a running server and print throughput and latency figures.
     Bench(bench::BenchArgs),
+    /// Run the node agent: register a Node, and write the service-account tokens and other
+    /// volumes of its Pods as the kubelet does (works against any cluster).
+    Agent(AgentArgs),
+    /// Run a command as a Pod on a node, with its service-account volume at the standard
+    /// path; an agent for that Pod is embedded, so no separate agent process is needed.
+    Run(RunArgs),
+}
+
+/// `tokenwarden agent`.
+#[derive(Debug, Args)]
+struct AgentArgs {
+    /// The kubeconfig to reach the API server with.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// This node's name (the Node object and the Pods' spec.nodeName).
+    #[arg(long)]
+    node_name: String,
+    /// Where Pod volumes are written: ROOT/pods/<uid>/volumes/<plugin>/<volume>.
+    #[arg(long, default_value = "/var/lib/tokenwarden")]
+    root_dir: PathBuf,
+    /// How often every Pod's volumes are rebuilt (so ConfigMap/Secret changes propagate).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    sync_period: i64,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// `tokenwarden run`.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The kubeconfig to reach the API server with; its server becomes
+    /// KUBERNETES_SERVICE_HOST/PORT.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// The node the Pod is placed on.
+    #[arg(long)]
+    node_name: String,
+    /// Where the Pod's volumes are written (default: a temporary directory, removed after).
+    #[arg(long)]
+    root_dir: Option<PathBuf>,
+    /// The Pod's namespace (default: the kubeconfig context's).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// The Pod's ServiceAccount (default: `default`).
+    #[arg(long)]
+    service_account: Option<String>,
+    /// The Pod's name (default: generated, tokenwarden-run-xxxxx).
+    #[arg(long)]
+    name: Option<String>,
+    /// Make DIR a symlink to the token volume instead of mounting it at
+    /// /var/run/secrets/kubernetes.io/serviceaccount (which needs root).
+    #[arg(long, value_name = "DIR")]
+    token_dir: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
 }
 
 /// Flags named as kube-apiserver's where they mean the same thing.
@@ -228,7 +289,62 @@ pub fn run() -> ExitCode {
                 }
             }
         }
+        Command::Agent(args) => {
+            telemetry::init_logging(args.log_format);
+            let config = AgentConfig {
+                kubeconfig: args.kubeconfig,
+                node_name: args.node_name,
+                root_dir: args.root_dir,
+                sync_period: Duration::from_secs(args.sync_period.max(1) as u64),
+            };
+            let result = block_on(async move {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    let _ = tx.send(true);
+                });
+                agent::run_agent(config, SystemClock::shared(), rx).await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run(args) => {
+            telemetry::init_logging(args.log_format);
+            let config = RunConfig {
+                kubeconfig: args.kubeconfig,
+                node_name: args.node_name,
+                root_dir: args.root_dir,
+                namespace: args.namespace,
+                service_account: args.service_account,
+                name: args.name,
+                token_dir: args.token_dir,
+                command: args.command,
+                sync_period: Duration::from_secs(10),
+            };
+            match block_on(agent::run_command(config, SystemClock::shared())) {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
+}
+
+/// Runs `fut` on a new multi-threaded runtime.
+fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(fut)
 }
 
 /// How many revisions of history the store keeps for watches that resume (kine's

@@ -4,6 +4,7 @@
 //! module table and the rules between modules are in `shared/STYLE.md`.
 
 pub(crate) mod admission;
+pub(crate) mod agent;
 pub(crate) mod api;
 pub(crate) mod bench;
 pub mod cli;

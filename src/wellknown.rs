@@ -94,3 +94,24 @@ pub(crate) const LEGACY_TOKEN_TRACKING_SINCE_KEY: &str = "since";
 pub(crate) const DEFAULT_LEGACY_TOKEN_CLEAN_UP_PERIOD_SECONDS: i64 = 8760 * 3600;
 /// How often the legacy token cleaner runs (`DefaultCleanerSyncInterval`, 24 h).
 pub(crate) const LEGACY_TOKEN_CLEANER_INTERVAL_SECONDS: u64 = 24 * 3600;
+
+/// The kubelet's per-pod directory layout below the agent's root (`ROOT/pods/<uid>/volumes/
+/// <plugin>/<volume>`) and the plugin directory names it uses.
+pub(crate) const POD_VOLUMES_DIR: &str = "volumes";
+pub(crate) const PLUGIN_DIR_PROJECTED: &str = "kubernetes.io~projected";
+pub(crate) const PLUGIN_DIR_SECRET: &str = "kubernetes.io~secret";
+pub(crate) const PLUGIN_DIR_CONFIGMAP: &str = "kubernetes.io~configmap";
+pub(crate) const PLUGIN_DIR_DOWNWARD_API: &str = "kubernetes.io~downward-api";
+/// Where node heartbeats live (`kube-node-lease`) and how long a node lease lasts (the
+/// kubelet's `nodeLeaseDurationSeconds` default, renewed every quarter of it).
+pub(crate) const NAMESPACE_NODE_LEASE: &str = "kube-node-lease";
+pub(crate) const NODE_LEASE_DURATION_SECONDS: i32 = 40;
+/// The `kubernetes.io/hostname` and `kubernetes.io/os` node labels.
+pub(crate) const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
+pub(crate) const LABEL_OS: &str = "kubernetes.io/os";
+/// Marks a Pod made by `tokenwarden run` for its own process: only that process's embedded
+/// agent serves it, a node agent leaves it alone.
+pub(crate) const ANNOTATION_RUN_POD: &str = "tokenwarden.io/run";
+/// The in-cluster environment variables of the API server's address.
+pub(crate) const ENV_SERVICE_HOST: &str = "KUBERNETES_SERVICE_HOST";
+pub(crate) const ENV_SERVICE_PORT: &str = "KUBERNETES_SERVICE_PORT";

@@ -397,3 +397,41 @@ pub(crate) fn assert_stderr_line(s: &Server, out: &Output, expected: &str) {
     let ok = has_line(&out.stderr, expected);
     s.check(ok, &format!("expected a stderr line {expected:?}"), out);
 }
+
+/// A running `tokenwarden agent`, killed on drop; its log is in the server's temp dir.
+pub(crate) struct Agent {
+    child: Child,
+    pub(crate) root: PathBuf,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Starts `tokenwarden agent` for node `node` against `s`, syncing every 2 s.
+    pub(crate) fn start(s: &Server, node: &str) -> Agent {
+        let root = s.path("agent-root");
+        let log = s.path("agent.log");
+        let out = or_die(fs::File::create(&log), "create the agent log");
+        let err = or_die(out.try_clone(), "clone the agent log");
+        let mut cmd = Command::new(tokenwarden_bin());
+        cmd.arg("agent").arg("--kubeconfig").arg(s.kubeconfig());
+        cmd.args(["--node-name", node, "--sync-period", "2s", "--root-dir"]);
+        cmd.arg(&root).stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = or_die(cmd.spawn(), "start the agent");
+        Agent { child, root, log }
+    }
+
+    pub(crate) fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub(crate) fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.root.join("pods").join(uid)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
