@@ -19,6 +19,7 @@ use crate::api::{self, AppState, ServerConfig, TokenServices};
 use crate::bench;
 use crate::clock::SystemClock;
 use crate::controllers::{self, AlwaysLeader, ControllerConfig};
+use crate::diagnose::{self, DiagnoseConfig};
 use crate::pki::{self, PkiConfig};
 use crate::registry::Registry;
 use crate::registry::resources::Limits;
@@ -58,6 +59,29 @@ enum Command {
     /// Run a command as a Pod on a node, with its service-account volume at the standard
     /// path; an agent for that Pod is embedded, so no separate agent process is needed.
     Run(RunArgs),
+    /// Audit a cluster (tokenwarden or Kubernetes) for stale and legacy service-account
+    /// tokens and the clients behind them. Exit code 0: clean, 1: findings at or above
+    /// --fail-on, 2: could not run.
+    Diagnose(DiagnoseArgs),
+}
+
+/// `tokenwarden diagnose`.
+#[derive(Debug, Args)]
+struct DiagnoseArgs {
+    /// The kubeconfig to use (its current context); default: KUBECONFIG, ~/.kube/config or
+    /// the in-cluster configuration.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// An audit.k8s.io/v1 JSON-lines audit log (kube-apiserver's --audit-log-path) to name
+    /// the clients behind stale and legacy tokens.
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+    /// Report format.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    output: diagnose::OutputFormat,
+    /// Exit 1 when a finding is at least this severe.
+    #[arg(long, value_enum, default_value = "warning")]
+    fail_on: diagnose::Severity,
 }
 
 /// `tokenwarden agent`.
@@ -286,6 +310,26 @@ pub fn run() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Diagnose(args) => {
+            let config = DiagnoseConfig {
+                kubeconfig: args.kubeconfig,
+                audit_log: args.audit_log,
+                output: args.output,
+                fail_on: args.fail_on,
+            };
+            match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => {
+                    ExitCode::from(runtime.block_on(diagnose::run(config, SystemClock::shared())))
+                }
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    ExitCode::from(2)
                 }
             }
         }

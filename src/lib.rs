@@ -10,6 +10,7 @@ pub(crate) mod bench;
 pub mod cli;
 pub(crate) mod clock;
 pub(crate) mod controllers;
+pub(crate) mod diagnose;
 pub(crate) mod pki;
 pub(crate) mod registry;
 pub(crate) mod store;

@@ -1,0 +1,296 @@
+//! Black-box tests of `tokenwarden diagnose` (issue 6) against the real server: a staged
+//! cluster (an old Python client's stale use, a used manual legacy token Secret, a Pod mounting
+//! a legacy Secret, an unused legacy Secret) must produce every finding in the text and the
+//! JSON report and exit 1; a fresh server exits 0; an unreachable server exits 2 with a clear
+//! message.
+//! Must not: install old clients (the old Python client is impersonated by its User-Agent,
+//! `OpenAPI-Generator/11.0.0/python`, sent with curl) or wait for time to pass
+//! (`--testing-clock-offset` makes the token stale; the only waiting is a bounded poll for
+//! the legacy Secret to be populated and for audit lines to be written).
+
+mod support;
+
+use std::fs;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::Value;
+use support::{Output, Server, ensure, tokenwarden_bin};
+
+fn diagnose(s: &Server, kubeconfig: &std::path::Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(tokenwarden_bin());
+    cmd.env_remove("KUBECONFIG")
+        .arg("diagnose")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args);
+    s.run(cmd, None)
+}
+
+/// Polls `probe` for up to 30 s.
+fn wait_for(s: &Server, what: &str, mut probe: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !probe() {
+        if start.elapsed() > Duration::from_secs(30) {
+            s.fail(format!("timed out waiting for {what}"));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn legacy_secret(name: &str, sa: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  annotations:\n    \
+         kubernetes.io/service-account.name: {sa}\ntype: kubernetes.io/service-account-token\n"
+    )
+}
+
+/// curl with a bearer token and a User-Agent, against this server (its CA from the data dir).
+fn curl(s: &Server, token: &str, user_agent: &str, method: &str, path: &str) -> Output {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-X", method, "--cacert"])
+        .arg(s.data_dir().join("ca.crt"))
+        .arg("-k")
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-A", user_agent])
+        .args(["-H", "Content-Type: application/json"]);
+    if method == "POST" {
+        cmd.args([
+            "-d",
+            r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#,
+        ]);
+    }
+    cmd.arg(format!("https://127.0.0.1:{}{path}", s.port()));
+    s.run(cmd, None)
+}
+
+#[test]
+fn staged_cluster_names_every_offender_r6() {
+    let mut s = Server::start();
+    // (1) an old client's stale use: a 3607 s pod-bound token, used two hours later.
+    s.kubectl_ok(&["create", "sa", "old-py"]);
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p2\nspec:\n  serviceAccountName: \
+               old-py\n  containers:\n  - name: app\n    image: python\n";
+    let path = s.write_file("p2.yaml", pod);
+    s.kubectl_ok(&["create", "-f", &path]);
+    let token = s.kubectl_ok(&[
+        "create",
+        "token",
+        "old-py",
+        "--duration=3607s",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=p2",
+    ]);
+    let token = token.trim().to_owned();
+    // (2)-(4) legacy token Secrets: one used, one mounted by a Pod, one unused.
+    s.kubectl_ok(&["create", "sa", "legacy-sa"]);
+    for name in ["used-token", "mounted-token", "unused-token"] {
+        let path = s.write_file(&format!("{name}.yaml"), &legacy_secret(name, "legacy-sa"));
+        s.kubectl_ok(&["create", "-f", &path]);
+    }
+    let mounter = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: mounter\nspec:\n  \
+                   serviceAccountName: legacy-sa\n  containers:\n  - name: app\n    image: busybox\n    \
+                   volumeMounts:\n    - name: legacy\n      mountPath: /var/run/legacy\n  volumes:\n  \
+                   - name: legacy\n    secret:\n      secretName: mounted-token\n";
+    let path = s.write_file("mounter.yaml", mounter);
+    s.kubectl_ok(&["create", "-f", &path]);
+    let mut legacy = String::new();
+    wait_for(&s, "the legacy token controller to fill used-token", || {
+        let out = s.kubectl(&[
+            "get",
+            "secret",
+            "used-token",
+            "-o",
+            "jsonpath={.data.token}",
+        ]);
+        legacy = out.stdout.trim().to_owned();
+        out.success() && !legacy.is_empty()
+    });
+    let legacy = base64::engine::general_purpose::STANDARD
+        .decode(&legacy)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+
+    let audit = s.path("audit.log");
+    let audit_arg = format!("--audit-log-path={}", audit.display());
+    s.restart_with(&["--testing-clock-offset=2h", &audit_arg]);
+    let out = curl(
+        &s,
+        &token,
+        "OpenAPI-Generator/11.0.0/python",
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+    );
+    s.check(
+        out.stdout.contains("old-py"),
+        "the stale token must still work",
+        &out,
+    );
+    let out = curl(&s, &legacy, "curl/8.5.0", "GET", "/api");
+    s.check(
+        out.success() && out.stdout.contains("APIVersions"),
+        "legacy use",
+        &out,
+    );
+    wait_for(&s, "both uses in the audit log", || {
+        let text = fs::read_to_string(&audit).unwrap_or_default();
+        text.contains("authentication.k8s.io/stale-token") && text.contains("used-token")
+    });
+
+    let audit_path = audit.to_string_lossy().into_owned();
+    let out = diagnose(&s, &s.kubeconfig(), &["--audit-log", &audit_path]);
+    s.check(out.status.code() == Some(1), "findings must exit 1", &out);
+    for needle in [
+        "error    stale-token-use            ServiceAccount default/old-py, Pod default/p2",
+        "\"OpenAPI-Generator/11.0.0/python\": 1 requests, 1 stale",
+        "remedy:  upgrade client kubernetes (Python) 11.0.0 to ≥ 12.0.0",
+        "legacy-token-in-use        Secret default/used-token",
+        "kubectl create token legacy-sa -n default",
+        "legacy-token-mounted       Secret default/mounted-token, Pod default/mounter",
+        "- serviceAccountToken:",
+        "legacy-token-unused        Secret default/unused-token",
+        "kubectl delete secret -n default unused-token",
+        "Kubernetes v1.32.0+tokenwarden",
+    ] {
+        s.check(
+            out.stdout.contains(needle),
+            &format!("missing {needle:?}"),
+            &out,
+        );
+    }
+
+    let out = diagnose(
+        &s,
+        &s.kubeconfig(),
+        &["--audit-log", &audit_path, "-o", "json"],
+    );
+    s.check(
+        out.status.code() == Some(1),
+        "findings must exit 1 (json)",
+        &out,
+    );
+    let v: Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    ensure(
+        &s,
+        v["kind"] == "DiagnoseReport",
+        "a DiagnoseReport",
+        &out.stdout,
+    );
+    let findings = v["findings"].as_array().cloned().unwrap_or_default();
+    let has = |check: &str, kind: &str, name: &str| {
+        findings.iter().any(|f| {
+            f["check"] == check
+                && f["objects"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|o| o["kind"] == kind && o["name"] == name))
+        })
+    };
+    for (check, kind, name) in [
+        ("stale-token-use", "ServiceAccount", "old-py"),
+        ("stale-token-use", "Pod", "p2"),
+        ("legacy-token-in-use", "Secret", "used-token"),
+        ("legacy-token-mounted", "Pod", "mounter"),
+        ("legacy-token-unused", "Secret", "unused-token"),
+    ] {
+        ensure(
+            &s,
+            has(check, kind, name),
+            &format!("{check} {kind}/{name}"),
+            &out.stdout,
+        );
+    }
+    let stale = findings.iter().find(|f| f["check"] == "stale-token-use");
+    let stale = stale.cloned().unwrap_or_default();
+    ensure(
+        &s,
+        stale["severity"] == "error" && stale["clients"][0]["upgradeTo"] == "12.0.0",
+        "the old Python client must be flagged",
+        &stale,
+    );
+    ensure(
+        &s,
+        v["metrics"]["staleTokens"] == 1
+            && v["metrics"]["staleByServiceAccount"][0]["serviceAccount"] == "old-py",
+        "stale counters",
+        &v["metrics"],
+    );
+
+    // Without the audit log the client is unknown, so the stale use is only a warning
+    // (attributed by tokenwarden's metric), and --fail-on error passes.
+    let out = diagnose(&s, &s.kubeconfig(), &["--fail-on", "error"]);
+    s.check(
+        out.status.code() == Some(0),
+        "--fail-on error without an error",
+        &out,
+    );
+    s.check(
+        out.stdout
+            .contains("warning  stale-token-use            ServiceAccount default/old-py"),
+        "the metric alone attributes the stale use",
+        &out,
+    );
+}
+
+#[test]
+fn healthy_cluster_exits_0_r6() {
+    let s = Server::start();
+    let out = diagnose(&s, &s.kubeconfig(), &[]);
+    s.check(
+        out.status.code() == Some(0),
+        "a fresh server is clean",
+        &out,
+    );
+    s.check(
+        out.stdout
+            .contains("Summary: 0 error(s), 0 warning(s), 1 info"),
+        "only the cluster-version info",
+        &out,
+    );
+    let out = diagnose(&s, &s.kubeconfig(), &["-o", "json"]);
+    s.check(
+        out.status.code() == Some(0),
+        "a fresh server is clean (json)",
+        &out,
+    );
+}
+
+#[test]
+fn unreachable_server_exits_2_r6() {
+    let s = Server::start();
+    let kubeconfig = fs::read_to_string(s.kubeconfig()).unwrap_or_default();
+    // A port nothing listens on: bind one, note it, close it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(1);
+    let moved = kubeconfig.replace(
+        &format!("127.0.0.1:{}", s.port()),
+        &format!("127.0.0.1:{closed}"),
+    );
+    ensure(
+        &s,
+        moved != kubeconfig,
+        "the kubeconfig names the server",
+        &kubeconfig,
+    );
+    let path = s.write_file("closed.kubeconfig", &moved);
+    let out = diagnose(&s, std::path::Path::new(&path), &[]);
+    s.check(
+        out.status.code() == Some(2),
+        "unreachable must exit 2",
+        &out,
+    );
+    s.check(
+        out.stderr.contains("error: tokenwarden diagnose could not run: cannot reach the API server at https://127.0.0.1:"),
+        "a clear message",
+        &out,
+    );
+    let out = diagnose(&s, std::path::Path::new("/nonexistent/kubeconfig"), &[]);
+    s.check(
+        out.status.code() == Some(2),
+        "a missing kubeconfig must exit 2",
+        &out,
+    );
+}
