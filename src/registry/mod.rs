@@ -211,6 +211,13 @@ fn decode(kv: &KeyValue) -> Result<Value> {
     Ok(obj)
 }
 
+/// The object as of `rev`: a deleted object carries the delete's revision, as in
+/// Kubernetes' DELETED events and delete responses.
+fn at_revision(mut obj: Value, rev: Revision) -> Value {
+    meta_mut(&mut obj).insert("resourceVersion".into(), Value::from(rev.to_string()));
+    obj
+}
+
 fn encode(obj: &Value) -> Result<Vec<u8>> {
     let mut copy = obj.clone();
     meta_mut(&mut copy).remove("resourceVersion");
@@ -619,10 +626,7 @@ impl Registry {
             {
                 match self.store.delete(&kv.key, Some(kv.mod_revision)).await {
                     Ok((_, rev)) => {
-                        let mut gone = next;
-                        meta_mut(&mut gone)
-                            .insert("resourceVersion".into(), Value::from(rev.to_string()));
-                        return Ok((gone, true));
+                        return Ok((at_revision(next, rev), true));
                     }
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(e.into()),
@@ -839,10 +843,7 @@ impl Registry {
             }
             match self.store.delete(&kv.key, Some(kv.mod_revision)).await {
                 Ok((_, rev)) => {
-                    let mut gone = current;
-                    meta_mut(&mut gone)
-                        .insert("resourceVersion".into(), Value::from(rev.to_string()));
-                    return Ok(Deleted::Now(gone));
+                    return Ok(Deleted::Now(at_revision(current, rev)));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound(_)) => return Err(not_found(res, name)),
@@ -1011,12 +1012,11 @@ impl Registry {
                 })
             }
             StoreEvent::Delete { prev, revision } => {
-                let mut obj = decode(&prev)?;
+                let obj = decode(&prev)?;
                 if !self.matches(opts, &obj) {
                     return Ok(None);
                 }
-                meta_mut(&mut obj)
-                    .insert("resourceVersion".into(), Value::from(revision.to_string()));
+                let obj = at_revision(obj, revision);
                 Ok(Some((EventType::Deleted, obj)))
             }
         }
