@@ -210,6 +210,17 @@ struct ServeArgs {
     /// invalid, and how long after that it is deleted (kube-controller-manager's flag).
     #[arg(long, default_value = "8760h", value_parser = parse_duration)]
     legacy_service_account_token_clean_up_period: i64,
+    /// Requests (other than watches) served at once; past it, 429 with Retry-After
+    /// (kube-apiserver's flag; 0: no limit).
+    #[arg(long, default_value_t = 400)]
+    max_requests_inflight: usize,
+    /// Mutating requests (create, update, patch, delete) served at once (0: no limit).
+    #[arg(long, default_value_t = 200)]
+    max_mutating_requests_inflight: usize,
+    /// Connections open at once; more are closed on arrival. Lowered to fit the open-file
+    /// limit, which is first raised to its hard maximum.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
     /// UNSAFE, for tests only: run the server's clock this far ahead (e.g. 2h), to make
     /// tokens expire or turn stale without waiting.
     #[arg(long, value_parser = parse_signed_duration)]
@@ -594,6 +605,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .server_tls_config()
             .context("building the TLS configuration")?,
         shutdown_grace: Duration::from_secs(10),
+        max_connections: connection_cap(args.max_connections),
+        max_requests_inflight: args.max_requests_inflight,
+        max_mutating_requests_inflight: args.max_mutating_requests_inflight,
     };
     let kubeconfig = std::path::absolute(pki.kubeconfig_path())
         .unwrap_or_else(|_| pki.kubeconfig_path().to_path_buf());
@@ -630,6 +644,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     store.close().await.context("closing the store")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Descriptors kept free for the store, logs and key files when capping connections.
+const RESERVED_FILES: u64 = 256;
+
+/// `--max-connections`, lowered to what the open-file limit allows once raised to its
+/// hard maximum (each connection is a descriptor).
+fn connection_cap(asked: usize) -> usize {
+    match api::raise_open_file_limit() {
+        Ok(limit) => {
+            let fits = usize::try_from(limit.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX);
+            if fits < asked {
+                tracing::warn!(
+                    "open-file limit {limit}: serving at most {fits} connections (--max-connections={asked})"
+                );
+            }
+            asked.min(fits.max(1))
+        }
+        Err(e) => {
+            tracing::warn!("could not raise the open-file limit: {e}");
+            asked
+        }
+    }
 }
 
 /// SIGTERM or SIGINT (Ctrl-C).

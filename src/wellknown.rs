@@ -42,6 +42,8 @@ pub(crate) const ANNOTATION_SA_UID: &str = "kubernetes.io/service-account.uid";
 
 /// The ServiceAccount a pod runs as when it names none (facts §6.1 step 2).
 pub(crate) const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+/// On the bookmark that ends a watch's initial events (`metav1.InitialEventsAnnotationKey`).
+pub(crate) const ANNOTATION_INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 /// Marks a mirror pod (a kubelet static pod's API copy); admission leaves its spec alone.
 pub(crate) const ANNOTATION_MIRROR_POD: &str = "kubernetes.io/config.mirror";
 /// A ServiceAccount annotation: when it parses as true, pods may only reference the

@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{KUBECTL, Output, Server, or_die, tokenwarden_bin};
+use support::{KUBECTL, Output, Server, assert_status, or_die, request, tokenwarden_bin};
 
 /// `kubectl get KIND/NAME -o jsonpath=TEMPLATE` (no trailing newline).
 #[track_caller]
@@ -61,77 +61,6 @@ fn run_to_exit(mut cmd: Command) -> Output {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-// kubectl cannot send an arbitrary body, Content-Type or method on a resource path, so these
-// requests go through python3's http.client over TLS, trusting the data dir's CA and sending the
-// bearer token read from a file. The body comes on stdin. If the server answers (413) and closes
-// before it has read the whole body, the send fails but the answer can still be read.
-const REQUEST: &str = "import http.client, ssl, sys
-port, ca, token_file, method, path, content_type = sys.argv[1:]
-body = sys.stdin.buffer.read()
-ctx = ssl.create_default_context(cafile=ca)
-conn = http.client.HTTPSConnection('127.0.0.1', int(port), context=ctx, timeout=30)
-headers = {'Authorization': 'Bearer ' + open(token_file).read().strip()}
-if content_type:
-    headers['Content-Type'] = content_type
-try:
-    conn.request(method, path, body=body, headers=headers)
-except OSError as e:
-    print(f'sending the body failed: {e}', file=sys.stderr)
-response = conn.getresponse()
-sys.stdout.write(f'{response.status}\\n{response.read().decode()}')
-";
-
-/// One answer of `request`: the command's output, the HTTP status and the body.
-struct Reply {
-    out: Output,
-    status: u16,
-    body: String,
-}
-
-impl Reply {
-    /// The body as a JSON value (Null if it is not JSON).
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_default()
-    }
-}
-
-/// `METHOD path` with the admin token, `content_type` (none if empty) and `body`.
-#[track_caller]
-fn request(s: &Server, method: &str, path: &str, content_type: &str, body: &str) -> Reply {
-    let (ca, token) = (
-        s.data_dir().join("ca.crt"),
-        s.data_dir().join("admin.token"),
-    );
-    let mut cmd = Command::new("python3");
-    cmd.args(["-c", REQUEST, &s.port().to_string()])
-        .arg(ca)
-        .arg(token)
-        .args([method, path, content_type]);
-    let out = s.run(cmd, Some(body));
-    let (status, body) = out.stdout.split_once('\n').unwrap_or_default();
-    let status = status.parse().unwrap_or_default();
-    let body = body.to_owned();
-    s.check(out.success() && status != 0, "the request failed", &out);
-    Reply { out, status, body }
-}
-
-/// Unless the reply is a `Status` with this code and reason, fails with `what`.
-#[track_caller]
-fn assert_status(s: &Server, reply: &Reply, code: u16, reason: &str, what: &str) {
-    let v = reply.json();
-    let ok = reply.status == code
-        && v["kind"] == "Status"
-        && v["apiVersion"] == "v1"
-        && v["status"] == "Failure"
-        && v["code"] == code
-        && v["reason"] == reason;
-    s.check(
-        ok,
-        &format!("{what}: expected HTTP {code} and a Status with code {code}, reason {reason}"),
-        &reply.out,
-    );
 }
 
 // ---------------------------------------------------------------------------------------------

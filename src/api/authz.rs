@@ -107,7 +107,8 @@ pub(crate) fn forbidden_message(user: &UserInfo, info: &RequestInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::request::{parse_query, resolve};
+    use crate::api::params::Query;
+    use crate::api::request::resolve;
     use http::Method;
 
     fn user(groups: &[&str]) -> UserInfo {
@@ -119,7 +120,7 @@ mod tests {
     }
 
     fn info(m: Method, p: &str) -> RequestInfo {
-        resolve(&m, p, &parse_query(None))
+        resolve(&m, p, &Query::default())
     }
 
     #[test]

@@ -3,19 +3,18 @@
 //! (SelfSubjectReview for `kubectl auth whoami`, SelfSubjectAccessReview for
 //! `kubectl auth can-i`). Answers are JSON, or `meta.k8s.io/v1` Tables when asked.
 
-use std::collections::HashMap;
-
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
+use super::params::{self, ListParams, Query, WriteParams};
 use super::patch::{self, PatchType};
 use super::request::{RequestInfo, ResourceRequest};
 use super::table::{self, IncludeObject};
 use super::{AppState, Status, authz, body, json, json_typed, read_body, watch};
 use crate::clock::format_time;
-use crate::registry::selectors::{FieldSelector, LabelSelector};
+use crate::registry::selectors::FieldSelector;
 use crate::registry::{DeleteOptions, Deleted, ListOptions, RegistryError, Resource, resources};
 use crate::tokens::UserInfo;
 
@@ -24,19 +23,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) app: &'a AppState,
     pub(crate) user: &'a UserInfo,
     pub(crate) headers: &'a HeaderMap,
-    pub(crate) query: &'a HashMap<String, String>,
-}
-
-impl Ctx<'_> {
-    fn dry_run(&self) -> Result<bool, Status> {
-        match self.query.get("dryRun").map(String::as_str) {
-            None | Some("") => Ok(false),
-            Some("All") => Ok(true),
-            Some(other) => Err(Status::bad_request(format!(
-                "dryRun: Unsupported value: {other:?}: supported values: \"All\""
-            ))),
-        }
-    }
+    pub(crate) query: &'a Query,
 }
 
 /// Which Table version the client asked for, if any (`as=Table;g=meta.k8s.io;v=v1`).
@@ -70,8 +57,8 @@ impl TableFormat {
         let Some(version) = wants_table(ctx.headers) else {
             return Ok(None);
         };
-        let include = IncludeObject::parse(ctx.query.get("includeObject").map(String::as_str))
-            .map_err(Status::bad_request)?;
+        let include =
+            IncludeObject::parse(ctx.query.get("includeObject")).map_err(Status::bad_request)?;
         Ok(Some(TableFormat { version, include }))
     }
 
@@ -134,47 +121,31 @@ async fn handle_inner(ctx: &Ctx<'_>, r: &ResourceRequest, body: Body) -> Result<
     if sub == Some("token") {
         return token_request(ctx, ns.unwrap_or_default(), name, body).await;
     }
+    let write = || WriteParams::parse(ctx.query, params::options_kind(&r.verb));
     match r.verb.as_str() {
         "get" => get(ctx, res, ns, name).await,
-        "list" => list(ctx, res, ns).await,
-        "watch" => watch::start(ctx, res, ns, list_options(ctx, res, true)?).await,
-        "create" => create(ctx, res, ns, body).await,
-        "update" => update(ctx, res, ns, name, sub, body).await,
-        "patch" => patch(ctx, res, ns, name, sub, body).await,
-        "delete" => delete(ctx, res, ns, name, body).await,
-        "deletecollection" => delete_collection(ctx, res, ns, body).await,
+        "list" => list(ctx, res, ns, ListParams::parse(ctx.query, res, false)?).await,
+        "watch" => {
+            let mut p = ListParams::parse(ctx.query, res, true)?;
+            // `/watch/.../NAME` watches one object, as `metadata.name=NAME` would.
+            if let Some(n) = &r.name {
+                p.options.field_selector =
+                    FieldSelector::parse(&format!("metadata.name={n}"), res.field_selectors)
+                        .map_err(Status::bad_request)?
+                        .and(p.options.field_selector);
+            }
+            watch::start(ctx, res, ns, p).await
+        }
+        "create" => create(ctx, res, ns, write()?, body).await,
+        "update" => update(ctx, res, ns, name, sub, write()?, body).await,
+        "patch" => patch(ctx, res, ns, name, sub, write()?, body).await,
+        "delete" => delete(ctx, res, ns, name, write()?, body).await,
+        "deletecollection" => {
+            let p = ListParams::parse(ctx.query, res, false)?;
+            delete_collection(ctx, res, ns, p, write()?, body).await
+        }
         _ => Err(Status::method_not_allowed()),
     }
-}
-
-fn list_options(ctx: &Ctx<'_>, res: &Resource, watch: bool) -> Result<ListOptions, Status> {
-    let q = ctx.query;
-    let label_selector =
-        LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
-            .map_err(Status::bad_request)?;
-    let field_selector = FieldSelector::parse(
-        q.get("fieldSelector").map(String::as_str).unwrap_or(""),
-        res.field_selectors,
-    )
-    .map_err(Status::bad_request)?;
-    let limit = match q.get("limit").map(String::as_str) {
-        None | Some("") => 0,
-        Some(s) => s
-            .parse::<i64>()
-            .map_err(|_| Status::bad_request(format!("invalid limit: {s:?}")))?
-            .max(0) as usize,
-    };
-    let continue_token = q.get("continue").filter(|s| !s.is_empty()).cloned();
-    if watch && continue_token.is_some() {
-        return Err(Status::bad_request("a watch cannot continue a list"));
-    }
-    Ok(ListOptions {
-        label_selector,
-        field_selector,
-        limit: if watch { 0 } else { limit },
-        continue_token,
-        resource_version: q.get("resourceVersion").cloned(),
-    })
 }
 
 fn list_kind(res: &Resource) -> String {
@@ -202,20 +173,20 @@ async fn get(
     }
 }
 
-async fn list(ctx: &Ctx<'_>, res: &Resource, ns: Option<&str>) -> Result<Response, Status> {
-    let opts = list_options(ctx, res, false)?;
-    // A list "not older than" a revision the store has not reached cannot be served.
-    if let Some(asked) = opts
-        .resource_version
-        .as_deref()
-        .and_then(|rv| rv.parse::<i64>().ok())
-    {
+async fn list(
+    ctx: &Ctx<'_>,
+    res: &Resource,
+    ns: Option<&str>,
+    p: ListParams,
+) -> Result<Response, Status> {
+    // A list at (or "not older than") a revision the store has not reached cannot be served.
+    if let Some(asked) = p.resource_version.filter(|rv| *rv > 0) {
         let current = ctx.app.registry.current_revision().await?;
         if asked > current {
             return Err(Status::too_large_resource_version(asked, current));
         }
     }
-    let page = ctx.app.registry.list(res, ns, &opts).await?;
+    let page = ctx.app.registry.list(res, ns, &p.options).await?;
     let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
     if let Some(c) = &page.continue_token {
         metadata["continue"] = json!(c);
@@ -243,6 +214,7 @@ async fn create(
     ctx: &Ctx<'_>,
     res: &Resource,
     ns: Option<&str>,
+    w: WriteParams,
     body: Body,
 ) -> Result<Response, Status> {
     let mut obj = object_body(ctx, body).await?;
@@ -253,11 +225,7 @@ async fn create(
             .admit_pod_create(ns.unwrap_or("default"), &mut obj)
             .await?;
     }
-    let created = ctx
-        .app
-        .registry
-        .create(res, ns, obj, ctx.dry_run()?)
-        .await?;
+    let created = ctx.app.registry.create(res, ns, obj, w.dry_run).await?;
     Ok(json(StatusCode::CREATED, &created))
 }
 
@@ -267,13 +235,14 @@ async fn update(
     ns: Option<&str>,
     name: &str,
     sub: Option<&str>,
+    w: WriteParams,
     body: Body,
 ) -> Result<Response, Status> {
     let obj = object_body(ctx, body).await?;
     let (updated, _) = ctx
         .app
         .registry
-        .update_with(res, ns, name, sub, ctx.dry_run()?, |_| Ok(obj.clone()))
+        .update_with(res, ns, name, sub, w.dry_run, |_| Ok(obj.clone()))
         .await?;
     Ok(json(StatusCode::OK, &updated))
 }
@@ -284,6 +253,7 @@ async fn patch(
     ns: Option<&str>,
     name: &str,
     sub: Option<&str>,
+    w: WriteParams,
     body: Body,
 ) -> Result<Response, Status> {
     let ct = body::media_type(ctx.headers);
@@ -292,7 +262,7 @@ async fn patch(
         Status::unsupported_media_type(&accepted)
     })?;
     let bytes = read_body(ctx.headers, body).await?;
-    let dry_run = ctx.dry_run()?;
+    let dry_run = w.dry_run;
     let kind = res.kind;
     // The registry speaks RegistryError; a patch failure keeps its own Status (codes
     // differ by cause, as in kube-apiserver's patch handler), so it is set aside here.
@@ -343,24 +313,25 @@ fn patch_status(e: &patch::PatchError) -> Status {
 }
 
 /// `DeleteOptions` from the body (JSON or protobuf) and the query (`gracePeriodSeconds`).
-async fn delete_options(ctx: &Ctx<'_>, body: Body) -> Result<DeleteOptions, Status> {
+async fn delete_options(
+    ctx: &Ctx<'_>,
+    w: &WriteParams,
+    body: Body,
+) -> Result<DeleteOptions, Status> {
     let bytes = read_body(ctx.headers, body).await?;
     let from_body = body::decode(ctx.headers, &bytes)?.unwrap_or_else(|| json!({}));
+    let from_query = params::grace_period(ctx.query)?;
     let grace = from_body
         .get("gracePeriodSeconds")
         .and_then(Value::as_i64)
-        .or_else(|| {
-            ctx.query
-                .get("gracePeriodSeconds")
-                .and_then(|s| s.parse().ok())
-        });
+        .or(from_query);
     let pre = from_body.get("preconditions");
     let s = |v: Option<&Value>| {
         v.and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .map(str::to_string)
     };
-    let dry_run = ctx.dry_run()?
+    let dry_run = w.dry_run
         || from_body
             .get("dryRun")
             .and_then(Value::as_array)
@@ -390,9 +361,10 @@ async fn delete(
     res: &Resource,
     ns: Option<&str>,
     name: &str,
+    w: WriteParams,
     body: Body,
 ) -> Result<Response, Status> {
-    let opts = delete_options(ctx, body).await?;
+    let opts = delete_options(ctx, &w, body).await?;
     match ctx.app.registry.delete(res, ns, name, &opts).await? {
         // Pending deletion: the object, with deletionTimestamp set (202 like kube-apiserver).
         Deleted::Pending(obj) => Ok(json(StatusCode::ACCEPTED, &obj)),
@@ -409,10 +381,12 @@ async fn delete_collection(
     ctx: &Ctx<'_>,
     res: &Resource,
     ns: Option<&str>,
+    p: ListParams,
+    w: WriteParams,
     body: Body,
 ) -> Result<Response, Status> {
-    let opts = delete_options(ctx, body).await?;
-    let list_opts = list_options(ctx, res, false)?;
+    let opts = delete_options(ctx, &w, body).await?;
+    let list_opts = p.options;
     let page = ctx
         .app
         .registry

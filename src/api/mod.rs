@@ -6,6 +6,9 @@ mod authz;
 mod body;
 mod discovery;
 mod handlers;
+mod inflight;
+mod listener;
+mod params;
 pub(crate) mod patch;
 pub(crate) mod protobuf;
 mod request;
@@ -35,6 +38,7 @@ use crate::telemetry::metrics::{AuthResult, Metrics, RequestLabels};
 use crate::tokens::issuer::Issuer;
 use crate::tokens::{AuthenticatorChain, UserInfo, oidc};
 use crate::wellknown;
+pub(crate) use listener::raise_open_file_limit;
 use request::RequestInfo;
 pub(crate) use status::Status;
 
@@ -44,7 +48,18 @@ pub(crate) struct ServerConfig {
     pub(crate) tls: rustls::ServerConfig,
     /// How long SIGTERM waits for open requests before closing connections.
     pub(crate) shutdown_grace: Duration,
+    /// Connections open at once; more are closed as they arrive.
+    pub(crate) max_connections: usize,
+    /// `--max-requests-inflight` (read-only) and `--max-mutating-requests-inflight`; 0: no limit.
+    pub(crate) max_requests_inflight: usize,
+    pub(crate) max_mutating_requests_inflight: usize,
 }
+
+/// The longest request URI (path and query) answered; longer ones get a 414 `Status`.
+pub(crate) const MAX_URI_BYTES: usize = 128 << 10;
+/// The largest request head (URI and headers), as Go's `http.DefaultMaxHeaderBytes` that
+/// kube-apiserver keeps; larger heads get a 431 `Status`.
+pub(crate) const MAX_HEADER_BYTES: usize = 1 << 20;
 
 /// Shared state of every request handler.
 pub(crate) struct AppState {
@@ -67,6 +82,8 @@ pub(crate) struct AppState {
     pub(crate) audit: Option<Arc<AuditLog>>,
     /// ServiceAccount admission of new Pods.
     pub(crate) admission: ServiceAccountAdmission,
+    /// The max-in-flight pools (set from [`ServerConfig`] when serving starts).
+    inflight: inflight::InFlight,
 }
 
 /// The parts of [`AppState`] that `cli` wires in beyond the basics.
@@ -101,6 +118,7 @@ impl AppState {
             anonymous_oidc: tokens.anonymous_oidc,
             metrics: tokens.metrics,
             audit: tokens.audit,
+            inflight: inflight::InFlight::new(0, 0),
         }
     }
 }
@@ -128,10 +146,20 @@ pub(crate) async fn serve(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
     on_listening: impl FnOnce(SocketAddr) + Send + 'static,
 ) -> anyhow::Result<()> {
+    let mut state = state;
+    state.inflight = inflight::InFlight::new(
+        config.max_requests_inflight,
+        config.max_mutating_requests_inflight,
+    );
     let app: App = Arc::new(state);
     let router = Router::new().fallback(dispatch).with_state(app);
     let handle = axum_server::Handle::new();
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config.tls));
+    let acceptor = listener::CappedAcceptor::new(
+        axum_server::tls_rustls::RustlsAcceptor::new(tls)
+            .handshake_timeout(listener::HANDSHAKE_TIMEOUT),
+        config.max_connections,
+    );
     let grace = config.shutdown_grace;
     let h = handle.clone();
     tokio::spawn(async move {
@@ -144,8 +172,22 @@ pub(crate) async fn serve(
             on_listening(addr);
         }
     });
-    axum_server::bind_rustls(config.bind, tls)
-        .handle(handle)
+    let mut server = axum_server::bind(config.bind)
+        .acceptor(acceptor)
+        .first_request_timeout(listener::FIRST_REQUEST_TIMEOUT)
+        .accept_error_handler(|peer, e| tracing::debug!(?peer, "connection not accepted: {e}"))
+        .handle(handle);
+    let builder = server.http_builder();
+    builder
+        .http1()
+        .header_read_timeout(listener::HEADER_READ_TIMEOUT)
+        .max_buf_size(listener::MAX_HEAD_BUFFER);
+    builder
+        .http2()
+        .keep_alive_interval(listener::H2_PING_INTERVAL)
+        .keep_alive_timeout(listener::H2_PING_TIMEOUT)
+        .max_header_list_size(u32::try_from(listener::MAX_HEAD_BUFFER).unwrap_or(u32::MAX));
+    server
         .serve(router.into_make_service_with_connect_info::<SocketAddr>())
         .await?;
     Ok(())
@@ -175,8 +217,11 @@ async fn dispatch(
 ) -> Response {
     let started = std::time::Instant::now();
     let received = app.registry.clock().now();
+    if let Some(refused) = head_too_large(&req) {
+        return refused;
+    }
     let (parts, body) = req.into_parts();
-    let query = request::parse_query(parts.uri.query());
+    let query = params::Query::parse(parts.uri.query());
     let path = parts.uri.path().to_string();
     let info = request::resolve(&parts.method, &path, &query);
     let mut annotations = BTreeMap::new();
@@ -220,27 +265,44 @@ async fn dispatch(
             }
         }
     };
+    let mut slot = None;
     let mut response = if !authz::allowed(&user, &info, app.anonymous_oidc) {
         tracing::debug!(user = %user.username, path = %path, "forbidden");
         annotations.insert("authorization.k8s.io/decision".into(), "forbid".into());
         Status::forbidden(authz::forbidden_message(&user, &info)).into_response()
     } else {
         annotations.insert("authorization.k8s.io/decision".into(), "allow".into());
-        let ctx = handlers::Ctx {
-            app: &app,
-            user: &user,
-            headers: &parts.headers,
-            query: &query,
-        };
-        match &info {
-            RequestInfo::NonResource { .. } => {
-                non_resource(&app, &parts.method, &path, &parts.headers, &query)
+        match app.inflight.admit(&info, &user) {
+            inflight::Admission::TooMany => inflight::too_many_requests(),
+            inflight::Admission::Admitted(held) => {
+                // Held until the answer is ready, as the filter holds it around the handler.
+                slot = held;
+                let ctx = handlers::Ctx {
+                    app: &app,
+                    user: &user,
+                    headers: &parts.headers,
+                    query: &query,
+                };
+                match &info {
+                    RequestInfo::NonResource { .. } => {
+                        non_resource(&app, &parts.method, &path, &parts.headers, &query)
+                    }
+                    RequestInfo::Resource(r) => handlers::handle(ctx, r, body).await,
+                }
             }
-            RequestInfo::Resource(r) => handlers::handle(ctx, r, body).await,
         }
     };
+    drop(slot);
     for w in &warnings {
         add_warning(&mut response, w);
+    }
+    let user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if query.pretty(user_agent) {
+        response = indent_json(response).await;
     }
     if let Some(extra) = response.extensions_mut().remove::<AuditAnnotations>() {
         annotations.extend(extra.0);
@@ -260,13 +322,74 @@ async fn dispatch(
     response
 }
 
+/// The 414 or 431 of a request whose URI or head is over the limits, as a `Status`
+/// (Go's server answers these in plain text; a `Status` reads the same to every client).
+fn head_too_large(req: &Request) -> Option<Response> {
+    let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri > MAX_URI_BYTES {
+        return Some(
+            Status::new(
+                StatusCode::URI_TOO_LONG,
+                "",
+                format!("Request-URI Too Long: the limit is {MAX_URI_BYTES} bytes"),
+            )
+            .into_response(),
+        );
+    }
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    (uri + headers > MAX_HEADER_BYTES).then(|| {
+        Status::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "",
+            format!("Request Header Fields Too Large: the limit is {MAX_HEADER_BYTES} bytes"),
+        )
+        .into_response()
+    })
+}
+
+/// A complete JSON answer re-written indented (`?pretty=true`); streams (watches) and
+/// other media types pass unchanged.
+async fn indent_json(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    let complete = axum::body::HttpBody::size_hint(response.body())
+        .exact()
+        .is_some();
+    if !is_json || !complete {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let pretty = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| serde_json::to_vec_pretty(&v).ok());
+    let out = match pretty {
+        Some(mut p) => {
+            p.push(b'\n');
+            parts.headers.remove(header::CONTENT_LENGTH);
+            p.into()
+        }
+        None => bytes,
+    };
+    Response::from_parts(parts, Body::from(out))
+}
+
 /// Records a finished request: metrics, the audit log, the debug log.
 #[allow(clippy::too_many_arguments)]
 fn finish(
     app: &AppState,
     parts: &http::request::Parts,
     info: &RequestInfo,
-    query: &std::collections::HashMap<String, String>,
+    query: &params::Query,
     user: &UserInfo,
     peer: SocketAddr,
     received: jiff::Timestamp,
@@ -295,12 +418,8 @@ fn finish(
     }
 }
 
-fn request_labels(
-    method: &Method,
-    info: &RequestInfo,
-    query: &std::collections::HashMap<String, String>,
-) -> RequestLabels {
-    let dry_run = query.get("dryRun").is_some_and(|v| !v.is_empty());
+fn request_labels(method: &Method, info: &RequestInfo, query: &params::Query) -> RequestLabels {
+    let dry_run = query.all("dryRun").any(|v| !v.is_empty());
     match info {
         RequestInfo::Resource(r) => {
             let scope = if r.name.is_some() {
@@ -477,7 +596,7 @@ fn non_resource(
     method: &Method,
     path: &str,
     headers: &HeaderMap,
-    query: &std::collections::HashMap<String, String>,
+    query: &params::Query,
 ) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return Status::method_not_allowed().into_response();
@@ -485,7 +604,7 @@ fn non_resource(
     let trimmed = path.trim_end_matches('/');
     match trimmed {
         "/healthz" | "/livez" | "/readyz" => {
-            if query.contains_key("verbose") {
+            if query.contains("verbose") {
                 let check = &trimmed[1..];
                 text(
                     StatusCode::OK,
@@ -563,11 +682,7 @@ fn non_resource(
 
 /// `/openapi/v3/<gv>`: immutable and cacheable when asked for by its current hash (kubectl
 /// then keeps it in its disk cache), otherwise sent uncached.
-fn openapi_document(
-    app: &AppState,
-    key: &str,
-    query: &std::collections::HashMap<String, String>,
-) -> Response {
+fn openapi_document(app: &AppState, key: &str, query: &params::Query) -> Response {
     let Some((hash, body)) = app.openapi.document(key) else {
         return Status::path_not_found().into_response();
     };
@@ -577,7 +692,7 @@ fn openapi_document(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if query.get("hash").map(String::as_str) == Some(hash) {
+    if query.get("hash") == Some(hash) {
         h.insert(
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, immutable"),

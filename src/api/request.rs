@@ -1,9 +1,9 @@
 //! What a request is about, from its method, path and query: the equivalent of
 //! apiserver's `RequestInfoFactory` (`staging/src/k8s.io/apiserver/pkg/endpoints/request/requestinfo.go`).
 
-use std::collections::HashMap;
-
 use http::Method;
+
+use super::params::Query;
 
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,18 +31,7 @@ pub(crate) struct ResourceRequest {
 /// Sub-paths of a namespace that are subresources of the Namespace object itself.
 const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];
 
-/// The query string as a map (the last value wins for repeated keys).
-pub(crate) fn parse_query(query: Option<&str>) -> HashMap<String, String> {
-    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-fn is_true(v: Option<&String>) -> bool {
-    matches!(v.map(String::as_str), Some("true" | "1"))
-}
-
-pub(crate) fn resolve(method: &Method, path: &str, query: &HashMap<String, String>) -> RequestInfo {
+pub(crate) fn resolve(method: &Method, path: &str, query: &Query) -> RequestInfo {
     let lower_verb = match *method {
         Method::GET | Method::HEAD => "get",
         Method::POST => "post",
@@ -65,6 +54,12 @@ pub(crate) fn resolve(method: &Method, path: &str, query: &HashMap<String, Strin
     if rest.iter().any(|p| p.is_empty()) {
         return non_resource();
     }
+    // The deprecated `/api/v1/watch/...` paths still served by kube-apiserver: the verb is
+    // in the path (`specialVerbs`), and only GET reaches them.
+    let (watch_path, rest) = match rest {
+        ["watch", tail @ ..] if !tail.is_empty() && lower_verb == "get" => (true, tail),
+        _ => (false, rest),
+    };
     let (namespace, rest): (Option<String>, &[&str]) = match rest {
         ["namespaces", ns, tail @ ..]
             if !tail.is_empty() && !NAMESPACE_SUBRESOURCES.contains(&tail[0]) =>
@@ -85,8 +80,11 @@ pub(crate) fn resolve(method: &Method, path: &str, query: &HashMap<String, Strin
     } else {
         namespace
     };
+    // `?watch=` turns a collection GET into a watch, with apimachinery's boolean rules;
+    // on a named object it is ignored, as kube-apiserver's RequestInfoFactory does.
     let verb = match (lower_verb, name.is_some()) {
-        ("get", _) if is_true(query.get("watch")) => "watch",
+        _ if watch_path => "watch",
+        ("get", false) if query.flag("watch") => "watch",
         ("get", true) => "get",
         ("get", false) => "list",
         ("post", _) => "create",
@@ -112,7 +110,7 @@ mod tests {
     use super::*;
 
     fn res(method: Method, path: &str, query: &str) -> ResourceRequest {
-        match resolve(&method, path, &parse_query(Some(query))) {
+        match resolve(&method, path, &Query::parse(Some(query))) {
             RequestInfo::Resource(r) => r,
             other => panic!("{other:?}"),
         }
@@ -168,6 +166,59 @@ mod tests {
         assert_eq!(r.verb, "deletecollection");
     }
 
+    /// Python clients send `watch=True`; apimachinery reads booleans loosely (#9).
+    #[test]
+    fn watch_spellings_r9() {
+        for q in ["watch=True", "watch=yes", "watch=1", "watch=", "watch=TRUE"] {
+            assert_eq!(
+                res(Method::GET, "/api/v1/serviceaccounts", q).verb,
+                "watch",
+                "{q}"
+            );
+        }
+        for q in ["watch=false", "watch=FALSE", "watch=0", ""] {
+            assert_eq!(
+                res(Method::GET, "/api/v1/serviceaccounts", q).verb,
+                "list",
+                "{q}"
+            );
+        }
+        // A named object is a get whatever `watch` says.
+        let r = res(
+            Method::GET,
+            "/api/v1/namespaces/d/serviceaccounts/x",
+            "watch=true",
+        );
+        assert_eq!(r.verb, "get");
+        // The deprecated watch paths.
+        let r = res(
+            Method::GET,
+            "/api/v1/watch/namespaces/d/serviceaccounts",
+            "",
+        );
+        assert_eq!(
+            (
+                r.verb.as_str(),
+                r.namespace.as_deref(),
+                r.resource.as_str(),
+                r.name
+            ),
+            ("watch", Some("d"), "serviceaccounts", None)
+        );
+        let r = res(
+            Method::GET,
+            "/api/v1/watch/namespaces/d/serviceaccounts/x",
+            "",
+        );
+        assert_eq!((r.verb.as_str(), r.name.as_deref()), ("watch", Some("x")));
+        let r = res(
+            Method::GET,
+            "/apis/rbac.authorization.k8s.io/v1/watch/roles",
+            "",
+        );
+        assert_eq!((r.verb.as_str(), r.resource.as_str()), ("watch", "roles"));
+    }
+
     #[test]
     fn non_resource_paths() {
         for p in [
@@ -181,7 +232,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    resolve(&Method::GET, p, &HashMap::new()),
+                    resolve(&Method::GET, p, &Query::default()),
                     RequestInfo::NonResource { .. }
                 ),
                 "{p}"

@@ -16,7 +16,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::Status;
 use super::handlers::{Ctx, TableFormat};
-use crate::registry::{ListOptions, Registry, Resource};
+use super::params::ListParams;
+use crate::registry::{EventType, Registry, Resource};
 
 /// How often an idle watch that asked for bookmarks gets one.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
@@ -38,25 +39,17 @@ pub(crate) async fn start(
     ctx: &Ctx<'_>,
     res: &'static Resource,
     ns: Option<&str>,
-    opts: ListOptions,
+    params: ListParams,
 ) -> Result<Response, Status> {
     let table = TableFormat::from_request(ctx)?;
-    let timeout = match ctx.query.get("timeoutSeconds").map(String::as_str) {
-        None | Some("") => default_timeout(),
-        Some(s) => Duration::from_secs(
-            s.parse::<u64>()
-                .map_err(|_| Status::bad_request(format!("invalid timeoutSeconds: {s:?}")))?,
-        ),
-    };
-    let bookmarks = matches!(
-        ctx.query.get("allowWatchBookmarks").map(String::as_str),
-        Some("true" | "1")
-    );
+    let timeout = params.timeout.unwrap_or_else(default_timeout);
+    let bookmarks = params.allow_watch_bookmarks;
     let registry = ctx.app.registry.clone();
-    let start_rv = match opts.resource_version.as_deref() {
-        Some(rv) if !rv.is_empty() && rv != "0" => rv.parse::<i64>().unwrap_or(0),
-        _ => registry.current_revision().await?,
+    let start_rv = match params.resource_version.filter(|rv| *rv > 0) {
+        Some(rv) => rv,
+        None => registry.current_revision().await?,
     };
+    let opts = params.options;
     let stream = registry.watch(res, ns, &opts).await?;
     let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
     let mut shutdown = ctx.app.shutdown.clone();
@@ -122,6 +115,17 @@ async fn pump(
             }
             next = stream.next() => match next {
                 None => break,
+                Some(Ok((EventType::Bookmark, mut obj))) => {
+                    if let Some(rv) = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
+                        last_rv = rv;
+                    }
+                    if !bookmarks {
+                        continue;
+                    }
+                    obj["kind"] = json!(res.kind);
+                    obj["apiVersion"] = json!(res.api_version());
+                    line("BOOKMARK", &obj)
+                }
                 Some(Ok((kind, obj))) => {
                     if let Some(rv) = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
                         last_rv = rv;

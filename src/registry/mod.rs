@@ -87,6 +87,12 @@ pub(crate) struct ListOptions {
     /// `?resourceVersion=` (for watch: where to start; "" and "0" mean "now, with the
     /// current state replayed as ADDED").
     pub(crate) resource_version: Option<String>,
+    /// List at exactly `resource_version` (`resourceVersionMatch=Exact`).
+    pub(crate) exact: bool,
+    /// For a watch, `sendInitialEvents`: `Some(true)` replays the current state and then
+    /// marks its end with a [`EventType::Bookmark`]; `Some(false)` never replays; `None`
+    /// is the legacy rule of `resource_version` above.
+    pub(crate) send_initial_events: Option<bool>,
 }
 
 /// A page of objects.
@@ -119,6 +125,10 @@ pub(crate) enum EventType {
     Added,
     Modified,
     Deleted,
+    /// The end of a watch's initial events: the object is only metadata, with the
+    /// revision the initial state was read at and the `k8s.io/initial-events-end`
+    /// annotation (sent only to watches that asked for `sendInitialEvents`).
+    Bookmark,
 }
 
 impl EventType {
@@ -127,6 +137,7 @@ impl EventType {
             EventType::Added => "ADDED",
             EventType::Modified => "MODIFIED",
             EventType::Deleted => "DELETED",
+            EventType::Bookmark => "BOOKMARK",
         }
     }
 }
@@ -283,9 +294,12 @@ fn encode_continue(rv: Revision, last_key: &str, prefix: &str) -> String {
     base64::engine::general_purpose::URL_SAFE.encode(json)
 }
 
+fn invalid_continue() -> RegistryError {
+    RegistryError::BadRequest("continue key is not valid: invalid continue token".into())
+}
+
 fn decode_continue(token: &str) -> Result<ContinueToken> {
-    let bad =
-        || RegistryError::BadRequest("continue key is not valid: invalid continue token".into());
+    let bad = invalid_continue;
     let bytes = base64::engine::general_purpose::URL_SAFE
         .decode(token)
         .map_err(|_| bad())?;
@@ -371,8 +385,16 @@ impl Registry {
         let (mut start, at) = match &opts.continue_token {
             Some(t) => {
                 let t = decode_continue(t)?;
+                // A token from the future was not made by this server.
+                if t.rv > self.store.current_revision().await? {
+                    return Err(invalid_continue());
+                }
                 (Some(format!("{prefix}{}", t.start)), Some(t.rv))
             }
+            None if opts.exact => (
+                None,
+                opts.resource_version.as_deref().map(parse_rv).transpose()?,
+            ),
             None => (None, None),
         };
         let mut items = Vec::new();
@@ -395,6 +417,14 @@ impl Registry {
                 .await
             {
                 Ok(p) => p,
+                Err(StoreError::Compacted {
+                    requested,
+                    compacted,
+                }) if opts.exact => {
+                    return Err(RegistryError::Expired(format!(
+                        "too old resource version: {requested} ({compacted})"
+                    )));
+                }
                 Err(StoreError::Compacted { .. }) if opts.continue_token.is_some() => {
                     return Err(RegistryError::Expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.".into()));
                 }
@@ -939,7 +969,9 @@ impl Registry {
     ) -> Result<ObjectStream> {
         let pfx = prefix(res, ns);
         let rv = opts.resource_version.as_deref().unwrap_or("");
-        let (initial, after) = if rv.is_empty() || rv == "0" {
+        let legacy_replay = rv.is_empty() || rv == "0";
+        let replay = opts.send_initial_events.unwrap_or(legacy_replay);
+        let (initial, after) = if replay {
             let all = self
                 .list(
                     res,
@@ -952,9 +984,21 @@ impl Registry {
                 )
                 .await?;
             (all.items, all.resource_version)
+        } else if legacy_replay {
+            (Vec::new(), self.store.current_revision().await?)
         } else {
             (Vec::new(), parse_rv(rv)?)
         };
+        // With sendInitialEvents, a bookmark closes the initial state (`k8s.io/initial-events-end`).
+        let end_marker = (opts.send_initial_events == Some(true)).then(|| {
+            Ok((
+                EventType::Bookmark,
+                json!({"metadata": {
+                    "resourceVersion": after.to_string(),
+                    "annotations": {wellknown::ANNOTATION_INITIAL_EVENTS_END: "true"},
+                }}),
+            ))
+        });
         // A watch from a revision the store has not reached waits for it, as the watch
         // cache does: it starts now and skips changes up to the one asked for.
         let current = self.store.current_revision().await?;
@@ -973,7 +1017,12 @@ impl Registry {
         };
         let opts = opts.clone();
         let this = self.clone();
-        let initial = futures::stream::iter(initial.into_iter().map(|o| Ok((EventType::Added, o))));
+        let initial = futures::stream::iter(
+            initial
+                .into_iter()
+                .map(|o| Ok((EventType::Added, o)))
+                .chain(end_marker),
+        );
         let live = changes.filter_map(move |ev| {
             let out = match ev {
                 Ok(ev) if ev.revision() <= after => None,

@@ -205,6 +205,12 @@ impl FieldSelector {
         self.0.is_empty()
     }
 
+    /// Both selectors' requirements.
+    pub(crate) fn and(mut self, other: FieldSelector) -> FieldSelector {
+        self.0.extend(other.0);
+        self
+    }
+
     pub(crate) fn matches(&self, obj: &Value) -> bool {
         self.0.iter().all(|(field, eq, want)| {
             let have = field_value(obj, field);

@@ -13,6 +13,7 @@ pub(crate) enum ErrorType {
     Required,
     Forbidden,
     TooLong,
+    NotSupported,
 }
 
 impl ErrorType {
@@ -23,6 +24,7 @@ impl ErrorType {
             ErrorType::Required => "FieldValueRequired",
             ErrorType::Forbidden => "FieldValueForbidden",
             ErrorType::TooLong => "FieldValueTooLong",
+            ErrorType::NotSupported => "FieldValueNotSupported",
         }
     }
 
@@ -32,6 +34,7 @@ impl ErrorType {
             ErrorType::Required => "Required value",
             ErrorType::Forbidden => "Forbidden",
             ErrorType::TooLong => "Too long",
+            ErrorType::NotSupported => "Unsupported value",
         }
     }
 }
@@ -87,11 +90,22 @@ impl FieldError {
         }
     }
 
+    /// `field.NotSupported`: `Unsupported value: "x": supported values: "a", "b"`.
+    pub(crate) fn not_supported(field: impl Into<String>, value: &str, supported: &[&str]) -> Self {
+        let quoted: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+        FieldError {
+            kind: ErrorType::NotSupported,
+            field: field.into(),
+            value: Some(Value::String(value.to_string())),
+            detail: format!("supported values: {}", quoted.join(", ")),
+        }
+    }
+
     /// The message without the field path: what `details.causes[].message` carries.
     pub(crate) fn message(&self) -> String {
         let mut out = self.kind.label().to_string();
         if let Some(v) = &self.value
-            && self.kind == ErrorType::Invalid
+            && matches!(self.kind, ErrorType::Invalid | ErrorType::NotSupported)
         {
             out.push_str(": ");
             out.push_str(&go_value(v));

@@ -435,3 +435,123 @@ impl Drop for Agent {
         let _ = self.child.wait();
     }
 }
+
+// kubectl cannot send an arbitrary body, header, method or query on a resource path, so raw
+// requests go through python3's http.client over TLS, trusting the data dir's CA. Arguments:
+// port, CA file, token file ("" for none), method, path, then the request headers as JSON; the
+// body comes on stdin. Prints the status, the response headers as JSON, then the body. If the
+// server answers (413) and closes before it has read the whole body, the send fails but the
+// answer can still be read.
+const REQUEST: &str = "import http.client, json, ssl, sys
+port, ca, token_file, method, path, headers = sys.argv[1:]
+body = sys.stdin.buffer.read()
+ctx = ssl.create_default_context(cafile=ca)
+conn = http.client.HTTPSConnection('127.0.0.1', int(port), context=ctx, timeout=30)
+headers = json.loads(headers)
+if token_file:
+    headers['Authorization'] = 'Bearer ' + open(token_file).read().strip()
+try:
+    conn.request(method, path, body=body, headers=headers)
+except OSError as e:
+    print(f'sending the body failed: {e}', file=sys.stderr)
+response = conn.getresponse()
+sys.stdout.write(f'{response.status}\\n{json.dumps(response.getheaders())}\\n{response.read().decode()}')
+";
+
+/// One answer of [`request`]: the command's output, the HTTP status, headers and body.
+pub(crate) struct Reply {
+    pub(crate) out: Output,
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
+}
+
+impl Reply {
+    /// The body as a JSON value (Null if it is not JSON).
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_default()
+    }
+
+    /// Every value of a response header (names compared without case).
+    pub(crate) fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// `METHOD path` with the admin token, `content_type` (none if empty) and `body`.
+#[track_caller]
+pub(crate) fn request(
+    s: &Server,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> Reply {
+    let headers: Vec<(&str, &str)> = if content_type.is_empty() {
+        Vec::new()
+    } else {
+        vec![("Content-Type", content_type)]
+    };
+    let token = s.data_dir().join("admin.token");
+    request_as(s, Some(&token), method, path, &headers, body)
+}
+
+/// `METHOD path` with the bearer token in `token_file` (none: anonymous), extra `headers`
+/// and `body`.
+#[track_caller]
+pub(crate) fn request_as(
+    s: &Server,
+    token_file: Option<&Path>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let headers: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v)))
+        .collect();
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", REQUEST, &s.port().to_string()])
+        .arg(s.data_dir().join("ca.crt"))
+        .arg(token_file.map(Path::as_os_str).unwrap_or_default())
+        .args([
+            method,
+            path,
+            &serde_json::Value::Object(headers).to_string(),
+        ]);
+    let out = s.run(cmd, Some(body));
+    let mut lines = out.stdout.splitn(3, '\n');
+    let status = lines.next().unwrap_or_default().parse().unwrap_or_default();
+    let headers: Vec<(String, String)> =
+        serde_json::from_str(lines.next().unwrap_or_default()).unwrap_or_default();
+    let body = lines.next().unwrap_or_default().to_owned();
+    s.check(out.success() && status != 0, "the request failed", &out);
+    Reply {
+        out,
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Unless the reply is a `Status` with this code and reason, fails with `what`.
+#[track_caller]
+pub(crate) fn assert_status(s: &Server, reply: &Reply, code: u16, reason: &str, what: &str) {
+    let v = reply.json();
+    let ok = reply.status == code
+        && v["kind"] == "Status"
+        && v["apiVersion"] == "v1"
+        && v["status"] == "Failure"
+        && v["code"] == code
+        && v["reason"] == reason;
+    s.check(
+        ok,
+        &format!("{what}: expected HTTP {code} and a Status with code {code}, reason {reason}"),
+        &reply.out,
+    );
+}
