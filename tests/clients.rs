@@ -42,7 +42,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Agent, KUBECTL, Server, or_die};
+use support::{Agent, KUBECTL, Server, clients_dir, or_die};
 
 const INSTALL: &str = "bash .ci/install-clients.sh";
 const NODE: &str = "node-1";
@@ -102,16 +102,6 @@ impl Client {
             Client::Js14 => ua == Some("node-fetch/1.0 (+https://github.com/bitinn/node-fetch)"),
             // 0.10.x sends its requests through `request`, which sets no User-Agent.
             Client::Js0102 => ua.is_none_or(str::is_empty),
-        }
-    }
-}
-
-fn clients_dir() -> PathBuf {
-    match std::env::var_os("TOKENWARDEN_CLIENTS_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            PathBuf::from(home).join(".cache/tokenwarden-clients")
         }
     }
 }

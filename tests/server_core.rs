@@ -9,12 +9,8 @@ mod support;
 
 use support::{assert_stderr_line, assert_stdout, has_line};
 
-use std::io::{self, BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::thread;
-use std::time::{Duration, Instant};
-use support::{KUBECTL, Output, Server, or_die};
+use std::process::Command;
+use support::{Output, Server, Streaming};
 
 /// The columns of a printed line (kubectl pads them with runs of spaces).
 fn cols(line: &str) -> Vec<&str> {
@@ -111,79 +107,6 @@ fn anonymous_get(s: &Server, path: &str) -> (Output, u16, String) {
         &out,
     );
     (out, status, body)
-}
-
-/// A running `kubectl get -w` whose stdout and stderr lines, merged, are read by a thread as
-/// they arrive; killed on drop.
-struct Watch {
-    cmd: String,
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Watch {
-    fn start(s: &Server, args: &[&str]) -> Watch {
-        let mut cmd = s.command(KUBECTL, &s.kubeconfig(), args);
-        let line = format!("{cmd:?}");
-        let (reader, writer) = or_die(io::pipe(), "create a pipe");
-        let writer2 = or_die(writer.try_clone(), "clone a pipe");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(writer)
-            .stderr(writer2)
-            .spawn();
-        // `cmd` holds our copies of the write end: drop them, or the reader never sees EOF.
-        drop(cmd);
-        let child = or_die(child, &line);
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for l in BufReader::new(reader).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Watch {
-            cmd: line,
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Consumes lines until one satisfies `pred`; fails after 15 s.
-    #[track_caller]
-    fn wait_for(&mut self, s: &Server, what: &str, pred: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    let found = pred(&line);
-                    self.seen.push(line);
-                    if found {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let (cmd, seen) = (&self.cmd, self.seen.join("\n"));
-                    s.fail(format!(
-                        "waiting for {what}: {e}\n$ {cmd}\n--- output ---\n{seen}"
-                    ));
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 // kube-1.32-observed.md, "describe sa" (the same as seed 002's "After kubernetes 1.24" block).
@@ -634,7 +557,7 @@ fn watch_prints_added_modified_and_deleted() {
     s.kubectl_ok(&["create", "sa", "pre-sa"]);
     // A list watch resumes from the list's resourceVersion, so nothing is lost between the
     // list and the watch request (kubectl-wire.md §3.4).
-    let mut all = Watch::start(&s, &["get", "sa", "-w"]);
+    let mut all = Streaming::kubectl(&s, &["get", "sa", "-w"]);
     let header = |l: &str| cols(l) == ["NAME", "SECRETS", "AGE"];
     all.wait_for(&s, "the header", header);
     all.wait_for(&s, "the pre-sa row", first_col("pre-sa"));
@@ -651,7 +574,7 @@ fn watch_prints_added_modified_and_deleted() {
         "--output-watch-events",
         "-v=6",
     ];
-    let mut one = Watch::start(&s, &args);
+    let mut one = Streaming::kubectl(&s, &args);
     let event = |kind: &'static str| move |l: &str| cols(l).starts_with(&[kind, "example-sa"]);
     one.wait_for(&s, "ADDED example-sa", event("ADDED"));
     let answered = |l: &str| l.contains("watch=true") && l.contains("200 OK");

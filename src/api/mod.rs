@@ -56,7 +56,8 @@ pub(crate) struct ServerConfig {
 }
 
 /// The longest request URI (path and query) answered; longer ones get a 414 `Status`.
-pub(crate) const MAX_URI_BYTES: usize = 128 << 10;
+/// Just under hyper's own HTTP/1.1 limit (64 KiB), past which hyper answers a bare 414.
+pub(crate) const MAX_URI_BYTES: usize = 60 << 10;
 /// The largest request head (URI and headers), as Go's `http.DefaultMaxHeaderBytes` that
 /// kube-apiserver keeps; larger heads get a 431 `Status`.
 pub(crate) const MAX_HEADER_BYTES: usize = 1 << 20;

@@ -7,12 +7,13 @@
 
 use std::fmt::{self, Display};
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
 use std::time::{Duration, Instant};
-use std::{sync::mpsc, thread};
 
 /// kubectl 1.32 itself, and Google Cloud SDK's dispatcher, which asks `/version` and then runs
 /// the matching kubectl (shared/reference/kubectl-wire.md §0).
@@ -438,20 +439,20 @@ impl Drop for Agent {
 
 // kubectl cannot send an arbitrary body, header, method or query on a resource path, so raw
 // requests go through python3's http.client over TLS, trusting the data dir's CA. Arguments:
-// port, CA file, token file ("" for none), method, path, then the request headers as JSON; the
-// body comes on stdin. Prints the status, the response headers as JSON, then the body. If the
-// server answers (413) and closes before it has read the whole body, the send fails but the
-// answer can still be read.
+// port, CA file, token file ("" for none); stdin is a JSON request `{method, path, headers,
+// body}` (paths and headers may exceed the argument size limit). Prints the status, the
+// response headers as JSON, then the body. If the server answers (413) and closes before it
+// has read the whole body, the send fails but the answer can still be read.
 const REQUEST: &str = "import http.client, json, ssl, sys
-port, ca, token_file, method, path, headers = sys.argv[1:]
-body = sys.stdin.buffer.read()
+port, ca, token_file = sys.argv[1:]
+req = json.load(sys.stdin)
 ctx = ssl.create_default_context(cafile=ca)
 conn = http.client.HTTPSConnection('127.0.0.1', int(port), context=ctx, timeout=30)
-headers = json.loads(headers)
+headers = req['headers']
 if token_file:
     headers['Authorization'] = 'Bearer ' + open(token_file).read().strip()
 try:
-    conn.request(method, path, body=body, headers=headers)
+    conn.request(req['method'], req['path'], body=req['body'].encode(), headers=headers)
 except OSError as e:
     print(f'sending the body failed: {e}', file=sys.stderr)
 response = conn.getresponse()
@@ -515,16 +516,13 @@ pub(crate) fn request_as(
         .iter()
         .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v)))
         .collect();
+    let spec =
+        serde_json::json!({"method": method, "path": path, "headers": headers, "body": body});
     let mut cmd = Command::new("python3");
     cmd.args(["-c", REQUEST, &s.port().to_string()])
         .arg(s.data_dir().join("ca.crt"))
-        .arg(token_file.map(Path::as_os_str).unwrap_or_default())
-        .args([
-            method,
-            path,
-            &serde_json::Value::Object(headers).to_string(),
-        ]);
-    let out = s.run(cmd, Some(body));
+        .arg(token_file.map(Path::as_os_str).unwrap_or_default());
+    let out = s.run(cmd, Some(&spec.to_string()));
     let mut lines = out.stdout.splitn(3, '\n');
     let status = lines.next().unwrap_or_default().parse().unwrap_or_default();
     let headers: Vec<(String, String)> =
@@ -554,4 +552,116 @@ pub(crate) fn assert_status(s: &Server, reply: &Reply, code: u16, reason: &str, 
         &format!("{what}: expected HTTP {code} and a Status with code {code}, reason {reason}"),
         &reply.out,
     );
+}
+
+/// A running command (`kubectl get -w`, a client's watch script) whose stdout and stderr
+/// lines, merged, are read by a thread as they arrive; killed on drop.
+pub(crate) struct Streaming {
+    cmd: String,
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Streaming {
+    /// kubectl 1.32 with `args` (against the server's admin kubeconfig).
+    pub(crate) fn kubectl(s: &Server, args: &[&str]) -> Streaming {
+        Streaming::start(s.command(KUBECTL, &s.kubeconfig(), args))
+    }
+
+    pub(crate) fn start(mut cmd: Command) -> Streaming {
+        let line = format!("{cmd:?}");
+        let (reader, writer) = or_die(io::pipe(), "create a pipe");
+        let writer2 = or_die(writer.try_clone(), "clone a pipe");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(writer2)
+            .spawn();
+        // `cmd` holds our copies of the write end: drop them, or the reader never sees EOF.
+        drop(cmd);
+        let child = or_die(child, &line);
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for l in BufReader::new(reader).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Streaming {
+            cmd: line,
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Consumes lines until one satisfies `pred`; fails after 15 s.
+    #[track_caller]
+    pub(crate) fn wait_for(&mut self, s: &Server, what: &str, pred: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    let found = pred(&line);
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let (cmd, seen) = (&self.cmd, self.seen.join("\n"));
+                    s.fail(format!(
+                        "waiting for {what}: {e}\n$ {cmd}\n--- output ---\n{seen}"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Streaming {
+    /// Waits up to 30 s for the command to exit; its status, or a failure.
+    #[track_caller]
+    pub(crate) fn wait_exit(&mut self, s: &Server) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) => thread::sleep(Duration::from_millis(50)),
+                Err(e) => s.fail(format!("waiting for {}: {e}", self.cmd)),
+            }
+        }
+        s.fail(format!("{} did not exit within 30 s", self.cmd))
+    }
+
+    /// Every line read so far, and any that arrive within `grace`.
+    pub(crate) fn output(&mut self, grace: Duration) -> String {
+        while let Ok(l) = self.lines.recv_timeout(grace) {
+            self.seen.push(l);
+        }
+        self.seen.join("\n")
+    }
+}
+
+/// Where `.ci/install-clients.sh` puts the real client libraries.
+pub(crate) fn clients_dir() -> PathBuf {
+    match std::env::var_os("TOKENWARDEN_CLIENTS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            PathBuf::from(home).join(".cache/tokenwarden-clients")
+        }
+    }
 }
