@@ -147,6 +147,10 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     bind_address: IpAddr,
+    /// Address published in the `kubernetes` Service's endpoints (default: the bind
+    /// address, or loopback when that is unspecified).
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
     /// Port to serve HTTPS on (0 picks a free one).
     #[arg(long, default_value_t = 6443)]
     secure_port: u16,
@@ -592,6 +596,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             legacy_cleanup_period: SignedDuration::from_secs(
                 args.legacy_service_account_token_clean_up_period,
             ),
+            api_endpoint: Some(SocketAddr::new(
+                advertise_address(args.advertise_address, args.bind_address),
+                bind.port(),
+            )),
             ..ControllerConfig::new(pki.ca_pem().to_string(), keys.clone())
         },
         legacy_rx,
@@ -644,6 +652,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     store.close().await.context("closing the store")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `--advertise-address`, else the bind address, else (0.0.0.0 or ::) loopback, as the
+/// generated kubeconfig does.
+fn advertise_address(asked: Option<IpAddr>, bind: IpAddr) -> IpAddr {
+    match (asked, bind) {
+        (Some(ip), _) => ip,
+        (None, IpAddr::V4(ip)) if ip.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        (None, IpAddr::V6(ip)) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        (None, ip) => ip,
+    }
 }
 
 /// Descriptors kept free for the store, logs and key files when capping connections.

@@ -12,6 +12,12 @@ pub(crate) const KUBE_GIT_VERSION: &str = "v1.32.0+tokenwarden";
 pub(crate) const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// The Service, Endpoints and EndpointSlice that point at the API server.
+pub(crate) const KUBERNETES_SERVICE: &str = "kubernetes";
+pub(crate) const KUBERNETES_SERVICE_NAMESPACE: &str = "default";
+/// The first address of kube-apiserver's default `--service-cluster-ip-range` (10.0.0.0/24).
+pub(crate) const KUBERNETES_SERVICE_CLUSTER_IP: &str = "10.0.0.1";
+
 pub(crate) const GROUP_MASTERS: &str = "system:masters";
 pub(crate) const GROUP_AUTHENTICATED: &str = "system:authenticated";
 pub(crate) const GROUP_UNAUTHENTICATED: &str = "system:unauthenticated";

@@ -274,11 +274,7 @@ fn bad_parameters_are_4xx_naming_the_parameter_r9() {
 fn pretty_output_r9() {
     let s = Server::start();
     let r = request(&s, "GET", "/api/v1/namespaces/default?pretty=true", "", "");
-    s.check(
-        r.body.starts_with("{\n  \""),
-        "pretty=true indents",
-        &r.out,
-    );
+    s.check(r.body.starts_with("{\n  \""), "pretty=true indents", &r.out);
     let r = request(&s, "GET", "/api/v1/namespaces/default", "", "");
     s.check(
         r.body.starts_with("{\"") && !r.body.contains('\n'),
@@ -442,4 +438,92 @@ fn half_open_connections_do_not_block_a_normal_request_r9() {
     let mut c = or_die(c, "connect");
     or_die(c.write_all(b"\x16\x03\x01"), "write");
     drop(flood);
+}
+
+/// #9 item 5: `kubectl cluster-info` finds the control plane, and the `kubernetes` Service,
+/// Endpoints and EndpointSlice point at this server, with kubectl's columns; they are
+/// read-only.
+#[test]
+fn cluster_info_and_the_kubernetes_service_r9() {
+    let s = Server::start();
+    let url = format!("https://127.0.0.1:{}", s.port());
+    let out = s.kubectl(&["cluster-info"]);
+    s.check(
+        out.success()
+            && out
+                .stdout
+                .contains(&format!("Kubernetes control plane is running at {url}")),
+        "cluster-info names the control plane",
+        &out,
+    );
+    // The controller may still be writing them just after start: wait for the Endpoints.
+    let ep = format!("127.0.0.1:{}", s.port());
+    let mut found = String::new();
+    for _ in 0..100 {
+        let out = s.kubectl(&["get", "endpoints", "kubernetes", "--no-headers"]);
+        if out.success() && out.stdout.contains(&ep) {
+            found = out.stdout;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure(
+        &s,
+        found.contains(&ep),
+        "Endpoints kubernetes point here",
+        &found,
+    );
+    let svc = s.kubectl_ok(&["get", "svc", "kubernetes", "-o", "wide", "--no-headers"]);
+    let cells: Vec<&str> = svc.split_whitespace().collect();
+    ensure(
+        &s,
+        cells.len() == 7
+            && cells[..5] == ["kubernetes", "ClusterIP", "10.0.0.1", "<none>", "443/TCP"]
+            && cells[6] == "<none>",
+        "the Service's row",
+        &svc,
+    );
+    let target = s.kubectl_ok(&[
+        "get",
+        "svc",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.ports[0].targetPort}",
+    ]);
+    ensure(
+        &s,
+        target == s.port().to_string(),
+        "targetPort is the API port",
+        &target,
+    );
+    let slice = s.kubectl_ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=kubernetes",
+        "--no-headers",
+    ]);
+    let cells: Vec<&str> = slice.split_whitespace().collect();
+    ensure(
+        &s,
+        cells.len() >= 4
+            && cells[..4] == ["kubernetes", "IPv4", &s.port().to_string(), "127.0.0.1"],
+        "the EndpointSlice's row",
+        &slice,
+    );
+    // Read-only: kube-apiserver would accept a Service here; this server owns them all.
+    let out = s.kubectl_err(&["create", "service", "clusterip", "mine", "--tcp=80:8080"]);
+    s.check(
+        out.stderr.contains("MethodNotAllowed") || out.stderr.contains("not allow"),
+        "creating a Service is refused",
+        &out,
+    );
+    // `kubectl get all` lists the Service among the pods.
+    let all = s.kubectl_ok(&["get", "all"]);
+    ensure(
+        &s,
+        all.contains("service/kubernetes"),
+        "get all shows the Service",
+        &all,
+    );
 }

@@ -61,6 +61,17 @@ const D_GATES: &str = "If specified, all readiness gates will be evaluated for p
 const D_ADDRESSES: &str = "List of addresses reachable to the node. Queried from cloud provider, if available. More info: https://kubernetes.io/docs/reference/node/node-status/#addresses Note: This field is declared as mergeable, but the merge key is not sufficiently unique, which can cause data corruption when it is merged. Callers should instead use a full-replacement patch. See https://pr.k8s.io/79391 for an example. Consumers should assume that addresses can change during the lifetime of a Node. However, there are some exceptions where this may not be possible, such as Pods that inherit a Node's address in its own status or consumers of the downward API (status.hostIP).";
 const D_FIELD_PATH: &str = "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement, such as desiredState.manifest.containers[2]. For example, if the object reference is to a container within a pod, this would take on a value like: \"spec.containers{name}\" (where \"name\" refers to the name of the container that triggered the event) or if no container name is specified \"spec.containers[2]\" (container with index 2 in this pod). This syntax is chosen only to have some well-defined way of referencing a part of an object.";
 
+// Service, Endpoints and EndpointSlice columns (their doc strings as k8s-openapi carries them).
+const D_SVC_TYPE: &str = "type determines how the Service is exposed. Defaults to ClusterIP. Valid options are ExternalName, ClusterIP, NodePort, and LoadBalancer. \"ClusterIP\" allocates a cluster-internal IP address for load-balancing to endpoints. Endpoints are determined by the selector or if that is not specified, by manual construction of an Endpoints object or EndpointSlice objects. If clusterIP is \"None\", no virtual IP is allocated and the endpoints are published as a set of endpoints rather than a virtual IP. \"NodePort\" builds on ClusterIP and allocates a port on every node which routes to the same endpoints as the clusterIP. \"LoadBalancer\" builds on NodePort and creates an external load-balancer (if supported in the current cloud) which routes to the same endpoints as the clusterIP. \"ExternalName\" aliases this service to the specified externalName. Several other fields do not apply to ExternalName services. More info: https://kubernetes.io/docs/concepts/services-networking/service/#publishing-services-service-types";
+const D_CLUSTER_IP: &str = "clusterIP is the IP address of the service and is usually assigned randomly. If an address is specified manually, is in-range (as per system configuration), and is not in use, it will be allocated to the service; otherwise creation of the service will fail. This field may not be changed through updates unless the type field is also being changed to ExternalName (which requires this field to be blank) or the type field is being changed from ExternalName (in which case this field may optionally be specified, as describe above).  Valid values are \"None\", empty string (\"\"), or a valid IP address. Setting this to \"None\" makes a \"headless service\" (no virtual IP), which is useful when direct endpoint connections are preferred and proxying is not required.  Only applies to types ClusterIP, NodePort, and LoadBalancer. If this field is specified when creating a Service of type ExternalName, creation will fail. This field will be wiped when updating a Service to type ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies";
+const D_EXTERNAL_IPS: &str = "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.  These IPs are not managed by Kubernetes.  The user is responsible for ensuring that traffic arrives at a node with this IP.  A common example is external load-balancers that are not part of the Kubernetes system.";
+const D_SVC_PORTS: &str = "The list of ports that are exposed by this service. More info: https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies";
+const D_SELECTOR: &str = "Route service traffic to pods with label keys and values matching this selector. If empty or not present, the service is assumed to have an external process managing its endpoints, which Kubernetes will not modify. Only applies to types ClusterIP, NodePort, and LoadBalancer. Ignored if type is ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/";
+const D_SUBSETS: &str = "The set of all endpoints is the union of all subsets. Addresses are placed into subsets according to the IPs they share. A single address with multiple ports, some of which are ready and some of which are not (because they come from different containers) will result in the address being displayed in different subsets for the different ports. No address will appear in both Addresses and NotReadyAddresses in the same subset. Sets of addresses and ports that comprise a service.";
+const D_ADDRESS_TYPE: &str = "addressType specifies the type of address carried by this EndpointSlice. All addresses in this slice must be the same type. This field is immutable after creation. The following address types are currently supported: * IPv4: Represents an IPv4 Address. * IPv6: Represents an IPv6 Address. * FQDN: Represents a Fully Qualified Domain Name. (Deprecated) The EndpointSlice controller only generates, and kube-proxy only processes, slices of addressType \"IPv4\" and \"IPv6\". No semantics are defined for the \"FQDN\" type.";
+const D_SLICE_PORTS: &str = "ports specifies the list of network ports exposed by each endpoint in this slice. Each port must have a unique name. Each slice may include a maximum of 100 ports. Services always have at least 1 port, so EndpointSlices generated by the EndpointSlice controller will likewise always have at least 1 port. EndpointSlices used for other purposes may have an empty ports list.";
+const D_SLICE_ENDPOINTS: &str = "endpoints is a list of unique endpoints in this slice. Each slice may include a maximum of 1000 endpoints.";
+
 const D_READY: &str = "The aggregate readiness state of this pod for accepting traffic.";
 const D_POD_STATUS: &str = "The aggregate status of the containers in this pod.";
 const D_RESTARTS: &str = "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.";
@@ -104,6 +115,23 @@ const SECRET_COLS: &[Col] = &[
     AGE,
 ];
 const CONFIGMAP_COLS: &[Col] = &[NAME, col("Data", D_CM_DATA), AGE];
+const SERVICE_COLS: &[Col] = &[
+    NAME,
+    col("Type", D_SVC_TYPE),
+    col("Cluster-IP", D_CLUSTER_IP),
+    col("External-IP", D_EXTERNAL_IPS),
+    col("Port(s)", D_SVC_PORTS),
+    AGE,
+    wide("Selector", D_SELECTOR),
+];
+const ENDPOINTS_COLS: &[Col] = &[NAME, col("Endpoints", D_SUBSETS), AGE];
+const ENDPOINT_SLICE_COLS: &[Col] = &[
+    NAME,
+    col("AddressType", D_ADDRESS_TYPE),
+    col("Ports", D_SLICE_PORTS),
+    col("Endpoints", D_SLICE_ENDPOINTS),
+    AGE,
+];
 const NAMESPACE_COLS: &[Col] = &[NAME, col("Status", "The status of the namespace"), AGE];
 const POD_COLS: &[Col] = &[
     NAME,
@@ -161,6 +189,9 @@ pub(crate) fn table(
         "ServiceAccount" => (SA_COLS, print_service_account),
         "Secret" => (SECRET_COLS, print_secret),
         "ConfigMap" => (CONFIGMAP_COLS, print_config_map),
+        "Service" => (SERVICE_COLS, print_service),
+        "Endpoints" => (ENDPOINTS_COLS, print_endpoints),
+        "EndpointSlice" => (ENDPOINT_SLICE_COLS, print_endpoint_slice),
         "Namespace" => (NAMESPACE_COLS, print_namespace),
         "Pod" => (POD_COLS, print_pod),
         "Node" => (NODE_COLS, print_node),
@@ -372,6 +403,139 @@ fn print_secret(secret: &Value, now: Timestamp) -> Vec<Value> {
 fn print_config_map(cm: &Value, now: Timestamp) -> Vec<Value> {
     let data = len_at(cm, &["data"]) + len_at(cm, &["binaryData"]);
     vec![name(cm), Value::from(data), age(cm, now)]
+}
+
+/// Items of the array at `path` (none when missing or not an array).
+fn items_at<'a>(v: &'a Value, path: &[&str]) -> &'a [Value] {
+    at(v, path)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// `printService`: the external IPs are shown for ClusterIP services that list some, and
+/// ports as `port[:nodePort]/protocol` (`makePortString`).
+fn print_service(svc: &Value, now: Timestamp) -> Vec<Value> {
+    let none = |s: String| {
+        if s.is_empty() {
+            "<none>".to_string()
+        } else {
+            s
+        }
+    };
+    let cluster_ip = none(str_at(svc, &["spec", "clusterIP"]).to_string());
+    let external: Vec<&str> = items_at(svc, &["spec", "externalIPs"])
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let ports: Vec<String> = items_at(svc, &["spec", "ports"])
+        .iter()
+        .map(|p| {
+            let port = at(p, &["port"]).and_then(Value::as_i64).unwrap_or(0);
+            let protocol = str_at(p, &["protocol"]);
+            match at(p, &["nodePort"])
+                .and_then(Value::as_i64)
+                .filter(|n| *n > 0)
+            {
+                Some(node) => format!("{port}:{node}/{protocol}"),
+                None => format!("{port}/{protocol}"),
+            }
+        })
+        .collect();
+    let selector: Vec<String> = at(svc, &["spec", "selector"])
+        .and_then(Value::as_object)
+        .map(|m| {
+            let mut pairs: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect();
+            pairs.sort();
+            pairs
+        })
+        .unwrap_or_default();
+    vec![
+        name(svc),
+        Value::from(str_at(svc, &["spec", "type"])),
+        Value::from(cluster_ip),
+        Value::from(none(external.join(","))),
+        Value::from(none(ports.join(","))),
+        age(svc, now),
+        Value::from(none(selector.join(","))),
+    ]
+}
+
+/// At most three entries, then ` + N more...`, as the endpoint printers show them.
+fn first_three(list: &[String], count: usize) -> String {
+    let shown = list.iter().take(3).cloned().collect::<Vec<_>>().join(",");
+    if count > 3 {
+        format!("{shown} + {} more...", count - 3)
+    } else {
+        shown
+    }
+}
+
+/// `formatEndpoints`: `ip:port` for every address and port of every subset.
+fn print_endpoints(ep: &Value, now: Timestamp) -> Vec<Value> {
+    let subsets = items_at(ep, &["subsets"]);
+    let mut list = Vec::new();
+    for ss in subsets {
+        let addresses: Vec<&str> = items_at(ss, &["addresses"])
+            .iter()
+            .map(|a| str_at(a, &["ip"]))
+            .collect();
+        let ports = items_at(ss, &["ports"]);
+        if ports.is_empty() {
+            list.extend(addresses.iter().map(|a| (*a).to_string()));
+        }
+        for p in ports {
+            let port = at(p, &["port"]).and_then(Value::as_i64).unwrap_or(0);
+            for a in &addresses {
+                let host = if a.contains(':') {
+                    format!("[{a}]")
+                } else {
+                    (*a).to_string()
+                };
+                list.push(format!("{host}:{port}"));
+            }
+        }
+    }
+    let cell = if subsets.is_empty() {
+        "<none>".to_string()
+    } else {
+        first_three(&list, list.len())
+    };
+    vec![name(ep), Value::from(cell), age(ep, now)]
+}
+
+/// `printEndpointSlice`: ports by number and addresses, `<unset>` when there are none.
+fn print_endpoint_slice(slice: &Value, now: Timestamp) -> Vec<Value> {
+    let unset = |s: String| {
+        if s.is_empty() {
+            "<unset>".to_string()
+        } else {
+            s
+        }
+    };
+    let ports: Vec<String> = items_at(slice, &["ports"])
+        .iter()
+        .map(|p| {
+            at(p, &["port"])
+                .and_then(Value::as_i64)
+                .map_or_else(|| "<unset>".to_string(), |n| n.to_string())
+        })
+        .collect();
+    let addresses: Vec<String> = items_at(slice, &["endpoints"])
+        .iter()
+        .flat_map(|e| items_at(e, &["addresses"]).iter())
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
+    vec![
+        name(slice),
+        Value::from(str_at(slice, &["addressType"])),
+        Value::from(unset(ports.join(","))),
+        Value::from(unset(first_three(&addresses, addresses.len()))),
+        age(slice, now),
+    ]
 }
 
 fn print_namespace(ns: &Value, now: Timestamp) -> Vec<Value> {

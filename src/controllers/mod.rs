@@ -15,6 +15,7 @@
 
 pub(crate) mod cleaner;
 pub(crate) mod default_sa;
+pub(crate) mod kubernetes_service;
 pub(crate) mod root_ca;
 pub(crate) mod tokens;
 pub(crate) mod tracking;
@@ -56,6 +57,9 @@ pub(crate) struct ControllerConfig {
     /// How often the legacy token cleaner runs (24 h in Kubernetes); it also runs once at
     /// start. Zero means only at start.
     pub(crate) cleanup_interval: Duration,
+    /// Where clients reach this server (`--advertise-address` and the port): the
+    /// `kubernetes` Service's endpoints. `None` leaves the Service alone.
+    pub(crate) api_endpoint: Option<std::net::SocketAddr>,
 }
 
 impl ControllerConfig {
@@ -69,6 +73,7 @@ impl ControllerConfig {
                 wellknown::DEFAULT_LEGACY_TOKEN_CLEAN_UP_PERIOD_SECONDS,
             ),
             cleanup_interval: Duration::from_secs(wellknown::LEGACY_TOKEN_CLEANER_INTERVAL_SECONDS),
+            api_endpoint: None,
         }
     }
 }
@@ -506,6 +511,17 @@ pub(crate) async fn run(
             gate.clone(),
             term_rx.clone(),
         ));
+        if let Some(endpoint) = config.api_endpoint {
+            term.spawn(drive(
+                Arc::new(kubernetes_service::KubernetesService::new(
+                    registry.clone(),
+                    endpoint,
+                )),
+                registry.clone(),
+                gate.clone(),
+                term_rx.clone(),
+            ));
+        }
         term.spawn(drive(
             Arc::new(tokens::TokensController::new(
                 registry.clone(),

@@ -90,6 +90,9 @@ const NAMESPACE_VERBS: &[&str] = &[
     "create", "delete", "get", "list", "patch", "update", "watch",
 ];
 const CREATE_ONLY: &[&str] = &["create"];
+/// Served for reading only: the objects are the server's own (the `kubernetes` Service and
+/// its endpoints), written by its controllers.
+const READ_ONLY: &[&str] = &["get", "list", "watch"];
 
 macro_rules! status_sub {
     ($kind:literal) => {
@@ -115,6 +118,21 @@ pub(crate) static RESOURCES: &[Resource] = &[
         categories: &[],
         namespaced: true,
         verbs: CRUD,
+        stored: true,
+        subresources: &[],
+        field_selectors: &[],
+        name_rule: NameRule::Dns1123Subdomain,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Endpoints",
+        plural: "endpoints",
+        singular: "endpoints",
+        short_names: &["ep"],
+        categories: &[],
+        namespaced: true,
+        verbs: READ_ONLY,
         stored: true,
         subresources: &[],
         field_selectors: &[],
@@ -238,6 +256,27 @@ pub(crate) static RESOURCES: &[Resource] = &[
         name_rule: NameRule::Dns1123Subdomain,
     },
     Resource {
+        group: "",
+        version: "v1",
+        kind: "Service",
+        plural: "services",
+        singular: "service",
+        short_names: &["svc"],
+        categories: &["all"],
+        namespaced: true,
+        verbs: READ_ONLY,
+        stored: true,
+        subresources: &[Subresource {
+            name: "status",
+            group: "",
+            version: "v1",
+            kind: "Service",
+            verbs: &["get"],
+        }],
+        field_selectors: &["spec.clusterIP", "spec.type"],
+        name_rule: NameRule::Dns1123Label,
+    },
+    Resource {
         group: "authentication.k8s.io",
         version: "v1",
         kind: "SelfSubjectReview",
@@ -295,6 +334,21 @@ pub(crate) static RESOURCES: &[Resource] = &[
         stored: true,
         subresources: &[],
         field_selectors: &[],
+        name_rule: NameRule::Dns1123Subdomain,
+    },
+    Resource {
+        group: "discovery.k8s.io",
+        version: "v1",
+        kind: "EndpointSlice",
+        plural: "endpointslices",
+        singular: "endpointslice",
+        short_names: &[],
+        categories: &[],
+        namespaced: true,
+        verbs: READ_ONLY,
+        stored: true,
+        subresources: &[],
+        field_selectors: &["addressType"],
         name_rule: NameRule::Dns1123Subdomain,
     },
 ];
