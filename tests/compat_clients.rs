@@ -23,9 +23,10 @@ use support::{
 
 const SAS: &str = "/api/v1/namespaces/default/serviceaccounts";
 
-/// The Python client 11.0.0 (`.ci/install-clients.sh`); fails, never skips, when missing.
-fn python_11() -> std::path::PathBuf {
-    let env = clients_dir().join("py-11.0.0");
+/// A Python client environment of `.ci/install-clients.sh` (`py-11.0.0`, `py-latest`);
+/// fails, never skips, when missing.
+fn python(env: &str) -> std::path::PathBuf {
+    let env = clients_dir().join(env);
     assert!(
         env.join("ok").exists(),
         "{} is missing: run `bash .ci/install-clients.sh`",
@@ -34,8 +35,9 @@ fn python_11() -> std::path::PathBuf {
     env.join("bin/python")
 }
 
-// Python `kubernetes` 11.0.0's `Watch().stream` sends `watch=True` (Python's str(True)).
-// Prints one `TYPE name` line per event and stops at the DELETED event of `watched`.
+// The Python client's `Watch().stream` sends `watch=True` (Python's str(True)), 11.0.0 and
+// the latest alike. Prints one `TYPE name` line per event and stops at the DELETED event of
+// `watched`.
 const PY_WATCH: &str = "import sys
 from kubernetes import client, config, watch
 config.load_kube_config(sys.argv[1])
@@ -46,23 +48,35 @@ for ev in watch.Watch().stream(v1.list_namespaced_service_account, 'default', ti
         break
 ";
 
-/// #9 item 1: a real Python 11.0.0 watch sees ADDED then DELETED.
+/// #9 item 1: real Python client watches (11.0.0 and the latest, at once) see the initial
+/// state, then ADDED and DELETED.
 #[test]
-fn python_client_11_watches_with_watch_true_r9() {
+fn python_clients_watch_with_watch_true_r9() {
     let s = Server::start();
     s.kubectl_ok(&["create", "sa", "before"]);
-    let mut cmd = Command::new(python_11());
-    cmd.args(["-c", PY_WATCH]).arg(s.kubeconfig());
-    let mut w = Streaming::start(cmd);
+    let mut watches: Vec<Streaming> = ["py-11.0.0", "py-latest"]
+        .iter()
+        .map(|env| {
+            let mut cmd = Command::new(python(env));
+            cmd.args(["-c", PY_WATCH]).arg(s.kubeconfig());
+            Streaming::start(cmd)
+        })
+        .collect();
     // The initial state arrives first (sendInitialEvents defaults on for a watch from "").
-    w.wait_for(&s, "the initial ADDED of `before`", |l| l == "ADDED before");
+    for w in &mut watches {
+        w.wait_for(&s, "the initial ADDED of `before`", |l| l == "ADDED before");
+    }
     s.kubectl_ok(&["create", "sa", "watched"]);
-    w.wait_for(&s, "ADDED watched", |l| l == "ADDED watched");
+    for w in &mut watches {
+        w.wait_for(&s, "ADDED watched", |l| l == "ADDED watched");
+    }
     s.kubectl_ok(&["delete", "sa", "watched"]);
-    w.wait_for(&s, "DELETED watched", |l| l == "DELETED watched");
-    let status = w.wait_exit(&s);
-    let out = w.output(Duration::from_millis(100));
-    ensure(&s, status.success(), "the Python watch exited cleanly", out);
+    for w in &mut watches {
+        w.wait_for(&s, "DELETED watched", |l| l == "DELETED watched");
+        let status = w.wait_exit(&s);
+        let out = w.output(Duration::from_millis(100));
+        ensure(&s, status.success(), "the Python watch exited cleanly", out);
+    }
 }
 
 /// The `type` of each event line of a watch body.
