@@ -406,6 +406,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => SystemClock::shared(),
     };
+    // First, before anything in the directory is written: a second server on the same data
+    // dir stops here instead of both writing to one database.
+    let data_dir_lock = pki::datadir::lock(&args.data_dir)?;
     let pki = pki::ensure(
         &PkiConfig {
             data_dir: args.data_dir.clone(),
@@ -628,6 +631,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     store.close().await.context("closing the store")?;
+    drop(data_dir_lock);
     tracing::info!("stopped");
     Ok(())
 }

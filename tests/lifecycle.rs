@@ -1,0 +1,221 @@
+//! Lifecycle of the server and of namespaces (issue 9, items 6, 7, 8 and 10), black-box: the
+//! real binary, kubectl 1.32 and python3's sqlite3 module.
+//!
+//! * one server per data directory: a second `serve` is refused, naming the directory and the
+//!   holder; after `kill -9` of the first a new one starts;
+//! * a clean stop leaves `tokenwarden.db` self-contained (no WAL), and that file plus the key
+//!   files is a working server;
+//! * `tokenwarden backup` of a server under writes is one consistent snapshot that restores
+//!   into a server accepting tokens issued before the backup;
+//! * a data dir and key files with loose modes are tightened at start;
+//! * namespace deletion as Kubernetes does it: Terminating, 403 on create, the namespace
+//!   controller empties it, finalizes it and the namespace goes; its tokens stop working.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Server, ensure};
+
+const UNAUTHORIZED: &str = "error: You must be logged in to the server (Unauthorized)";
+/// What a full backup needs besides the database (README, "Backup and restore").
+const KEY_FILES: [&str; 5] = ["ca.crt", "ca.key", "sa.key", "sa.pub", "admin.token"];
+
+fn mode(path: &Path) -> u32 {
+    support::or_die(fs::metadata(path), format!("stat {}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn chmod(path: &Path, mode: u32) {
+    let done = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+    support::or_die(done, format!("chmod {}", path.display()));
+}
+
+/// Copies `names` from one directory into another (created 0700).
+fn copy_files(from: &Path, to: &Path, names: &[&str]) {
+    support::or_die(fs::create_dir_all(to), format!("mkdir {}", to.display()));
+    chmod(to, 0o700);
+    for name in names {
+        let done = fs::copy(from.join(name), to.join(name));
+        support::or_die(done, format!("copy {name}"));
+    }
+}
+
+/// `kubectl create token SA -n NS`.
+fn token(s: &Server, ns: &str, sa: &str) -> String {
+    s.kubectl_ok(&["create", "token", sa, "-n", ns])
+        .trim()
+        .to_string()
+}
+
+/// The username `kubectl auth whoami` reports for `token`, or its output as the error.
+fn whoami(s: &Server, token: &str) -> Result<String, String> {
+    let out = s.kubectl_with_token(
+        token,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    );
+    match out.success() {
+        true => Ok(out.stdout),
+        false => Err(out.to_string()),
+    }
+}
+
+/// Polls `probe` for up to 20 s.
+#[track_caller]
+fn poll<T>(s: &Server, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() > deadline => {
+                s.fail(format!("{what}: not within 20 s; last seen:\n{last}"))
+            }
+            Err(_) => thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn json(s: &Server, args: &[&str]) -> Value {
+    let out = s.kubectl_ok(args);
+    serde_json::from_str(&out).unwrap_or_else(|e| s.fail(format!("not JSON ({e}):\n{out}")))
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. One server per data directory
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn r9_a_second_server_on_a_data_dir_is_refused_until_the_first_is_gone() {
+    let mut s = Server::start();
+    let data = s.data_dir();
+    let data_arg = data.to_string_lossy().into_owned();
+    let kubeconfig_before = fs::read(s.kubeconfig()).unwrap_or_default();
+    let second = |s: &Server| {
+        s.tokenwarden(&[
+            "serve",
+            "--data-dir",
+            &data_arg,
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            "0",
+        ])
+    };
+    let out = second(&s);
+    s.check(!out.success(), "the second serve must fail", &out);
+    let want = format!(
+        "the data directory {} is in use by another tokenwarden serve (pid {})",
+        data.display(),
+        s.pid()
+    );
+    s.check(
+        out.stderr.contains(&want),
+        &format!("expected {want:?}"),
+        &out,
+    );
+    ensure(
+        &s,
+        fs::read(s.kubeconfig()).unwrap_or_default() == kubeconfig_before,
+        "the refused server must not rewrite admin.kubeconfig",
+        "admin.kubeconfig changed",
+    );
+    // The first one is unharmed.
+    s.kubectl_ok(&["create", "configmap", "still-here", "--from-literal=a=b"]);
+
+    // kill -9 releases the lock with the process: the next server starts.
+    s.kill9();
+    s.start_again();
+    s.kubectl_ok(&["get", "configmap", "still-here"]);
+    // Client subcommands never take the lock.
+    let out = s.tokenwarden(&[
+        "diagnose",
+        "--kubeconfig",
+        &s.kubeconfig().to_string_lossy(),
+    ]);
+    s.check(
+        out.status.code() != Some(2),
+        "diagnose runs beside a server",
+        &out,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Loose permissions
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn r9_loose_data_dir_and_key_modes_are_tightened_at_start() {
+    // A data dir made beforehand by someone with umask 022.
+    let mut s = Server::start_prepared(&[], &[], |dir| {
+        support::or_die(fs::create_dir_all(dir), "mkdir");
+        chmod(dir, 0o755);
+    });
+    let data = s.data_dir();
+    ensure(
+        &s,
+        mode(&data) == 0o700,
+        "the data dir is 0700",
+        format!("{:o}", mode(&data)),
+    );
+    ensure(
+        &s,
+        s.log()
+            .contains("data directory had mode 0755, open to other users; tightened to 0700"),
+        "a log line says so",
+        "",
+    );
+
+    // Keys loosened while it was stopped are tightened at the next start.
+    s.terminate();
+    chmod(&data, 0o775);
+    chmod(&data.join("sa.key"), 0o644);
+    chmod(&data.join("admin.token"), 0o660);
+    s.start_again();
+    for (path, want) in [
+        (data.clone(), 0o700),
+        (data.join("sa.key"), 0o600),
+        (data.join("admin.token"), 0o600),
+        (data.join("ca.key"), 0o600),
+        (data.join("tokenwarden.db"), 0o600),
+    ] {
+        ensure(
+            &s,
+            mode(&path) == want,
+            &format!("{} is {want:o}", path.display()),
+            format!("{:o}", mode(&path)),
+        );
+    }
+    let log = s.log();
+    ensure(
+        &s,
+        log.contains("private file had mode 0644, open to other users; tightened to 0600")
+            && log.contains("sa.key"),
+        "the key's tightening is logged",
+        "",
+    );
+}
