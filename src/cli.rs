@@ -63,6 +63,20 @@ enum Command {
     /// tokens and the clients behind them. Exit code 0: clean, 1: findings at or above
     /// --fail-on, 2: could not run.
     Diagnose(DiagnoseArgs),
+    /// Copy the database of a server, running or stopped, into OUT (one consistent snapshot,
+    /// safe while the server writes). A full backup also needs the key files of the data
+    /// directory: see the README.
+    Backup(BackupArgs),
+}
+
+/// `tokenwarden backup`.
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// The server's data directory (its tokenwarden.db is copied).
+    #[arg(long, default_value = "tokenwarden-data", env = "TOKENWARDEN_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Where to write the copy (a SQLite file, mode 0600; replaced atomically if it exists).
+    out: PathBuf,
 }
 
 /// `tokenwarden diagnose`.
@@ -333,6 +347,26 @@ pub fn run() -> ExitCode {
                 }
             }
         }
+        Command::Backup(args) => {
+            let src = args.data_dir.join(DATABASE_FILE);
+            match store::sqlite::backup(&src, &args.out) {
+                Ok(copy) => {
+                    println!(
+                        "backed up {} at revision {} ({} objects, {} bytes) to {}",
+                        src.display(),
+                        copy.revision,
+                        copy.keys,
+                        copy.bytes,
+                        args.out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: backing up {}: {e}", src.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Agent(args) => {
             telemetry::init_logging(args.log_format);
             let config = AgentConfig {
@@ -391,6 +425,9 @@ fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> any
         .block_on(fut)
 }
 
+/// The store's file in the data directory.
+const DATABASE_FILE: &str = "tokenwarden.db";
+
 /// How many revisions of history the store keeps for watches that resume (kine's
 /// `compact-min-retain`), and how often it compacts.
 const RETAINED_REVISIONS: i64 = 1000;
@@ -425,7 +462,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .context("preparing certificates and keys")?;
 
     let store: Arc<dyn Store> =
-        store::sqlite::SqliteStore::open(&args.data_dir.join("tokenwarden.db"))
+        store::sqlite::SqliteStore::open(&args.data_dir.join(DATABASE_FILE))
             .context("opening the store")?;
     let min_token_expiration = match args.testing_min_token_expiration {
         Some(secs) => {
