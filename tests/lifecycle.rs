@@ -382,3 +382,326 @@ fn r9_loose_data_dir_and_key_modes_are_tightened_at_start() {
         "",
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 6. Namespace deletion
+// ---------------------------------------------------------------------------------------------
+
+/// `curl` with the admin token: (HTTP code, body).
+fn curl(s: &Server, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let admin = fs::read_to_string(s.data_dir().join("admin.token")).unwrap_or_default();
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+        .arg("--cacert")
+        .arg(s.data_dir().join("ca.crt"))
+        .args(["-H", &format!("Authorization: Bearer {}", admin.trim())])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ])
+        .arg(format!("https://127.0.0.1:{}{path}", s.port()));
+    let out = s.run(cmd, None);
+    s.check(out.success(), "curl failed", &out);
+    let (body, code) = out.stdout.rsplit_once('\n').unwrap_or_default();
+    let body = serde_json::from_str(body).unwrap_or(Value::Null);
+    (code.trim().parse().unwrap_or(0), body)
+}
+
+/// `kubectl get KINDS -n NS -o name`, one name a line.
+fn object_names(s: &Server, ns: &str, kinds: &str) -> Vec<String> {
+    let out = s.kubectl_ok(&["get", kinds, "-n", ns, "-o", "name"]);
+    let mut names: Vec<String> = out.lines().map(str::to_string).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn r9_namespace_deletion_terminates_empties_and_finalizes_as_kubernetes_does() {
+    let s = Server::start();
+    s.kubectl_ok(&["create", "namespace", "q"]);
+    let ns = json(&s, &["get", "namespace", "q", "-o", "json"]);
+    ensure(
+        &s,
+        ns["spec"]["finalizers"] == serde_json::json!(["kubernetes"]),
+        "the kubernetes finalizer is set on create",
+        &ns,
+    );
+    poll(
+        &s,
+        "the default ServiceAccount and kube-root-ca.crt in q",
+        || {
+            let names = object_names(&s, "q", "sa,cm");
+            let want = ["configmap/kube-root-ca.crt", "serviceaccount/default"];
+            (names == want).then_some(()).ok_or(format!("{names:?}"))
+        },
+    );
+    // A ServiceAccount with a TokenRequest token and a legacy Secret token.
+    s.kubectl_ok(&["create", "sa", "robot", "-n", "q"]);
+    let bound = token(&s, "q", "robot");
+    let secret = "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/service-account-token\n\
+                  metadata:\n  name: robot-token\n  namespace: q\n  annotations:\n    \
+                  kubernetes.io/service-account.name: robot\n";
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], secret);
+    s.check(out.success(), "creating the token Secret", &out);
+    let legacy = poll(&s, "the legacy token", || {
+        let out = s.kubectl(&[
+            "get",
+            "secret",
+            "robot-token",
+            "-n",
+            "q",
+            "-o",
+            "jsonpath={.data.token}",
+        ]);
+        match (out.success(), out.stdout.is_empty()) {
+            (true, false) => {
+                let decoded = std::process::Command::new("base64")
+                    .arg("-d")
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .and_then(|mut c| {
+                        use std::io::Write as _;
+                        c.stdin
+                            .take()
+                            .map(|mut i| i.write_all(out.stdout.as_bytes()));
+                        c.wait_with_output()
+                    });
+                decoded
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .map_err(|e| e.to_string())
+            }
+            _ => Err(out.to_string()),
+        }
+    });
+    for t in [&bound, &legacy] {
+        let user = whoami(&s, t).unwrap_or_else(|e| s.fail(e));
+        ensure(
+            &s,
+            user == "system:serviceaccount:q:robot",
+            "the tokens work before",
+            &user,
+        );
+    }
+    // Our own finalizer holds a ConfigMap, and with it the namespace.
+    let held = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  namespace: q\n  \
+                finalizers: [example.com/hold]\n";
+    let out = s.kubectl_stdin(&["create", "-f", "-"], held);
+    s.check(out.success(), "creating the held ConfigMap", &out);
+
+    let out = s.kubectl(&["delete", "namespace", "q", "--wait=false"]);
+    support::assert_stdout(&s, &out, "namespace \"q\" deleted\n");
+    let ns = json(&s, &["get", "namespace", "q", "-o", "json"]);
+    ensure(
+        &s,
+        ns["status"]["phase"] == "Terminating"
+            && ns["metadata"]["deletionTimestamp"].is_string()
+            && ns["spec"]["finalizers"] == serde_json::json!(["kubernetes"]),
+        "Terminating, with a deletionTimestamp and the kubernetes finalizer",
+        &ns,
+    );
+    let table = s.kubectl_ok(&["get", "namespace", "q", "--no-headers"]);
+    ensure(
+        &s,
+        table.split_whitespace().nth(1) == Some("Terminating"),
+        "kubectl shows Terminating",
+        &table,
+    );
+    // The deleter empties it but the held ConfigMap, and says why it waits.
+    poll(&s, "everything but the held ConfigMap deleted", || {
+        let names = object_names(&s, "q", "sa,cm,secrets");
+        (names == ["configmap/held"])
+            .then_some(())
+            .ok_or(format!("{names:?}"))
+    });
+    let ns = poll(&s, "the conditions", || {
+        let ns = json(&s, &["get", "namespace", "q", "-o", "json"]);
+        let conditions = ns["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        conditions
+            .iter()
+            .any(|c| c["type"] == "NamespaceFinalizersRemaining" && c["status"] == "True")
+            .then_some(ns.clone())
+            .ok_or(ns.to_string())
+    });
+    let conditions = ns["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let find = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    ensure(
+        &s,
+        find("NamespaceContentRemaining")["message"]
+            == "Some resources are remaining: configmaps. has 1 resource instances"
+            && find("NamespaceFinalizersRemaining")["message"]
+                == "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances",
+        "Kubernetes' condition messages",
+        &ns,
+    );
+    // Creates are refused as NamespaceLifecycle refuses them; the default objects stay gone.
+    let (code, status) = curl(
+        &s,
+        "POST",
+        "/api/v1/namespaces/q/configmaps",
+        r#"{"metadata":{"name":"late"}}"#,
+    );
+    let want = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "configmaps \"late\" is forbidden: unable to create new content in namespace q because it is being terminated",
+        "reason": "Forbidden",
+        "details": {"name": "late", "kind": "configmaps", "causes": [{
+            "reason": "NamespaceTerminating", "message": "namespace q is being terminated", "field": "metadata.namespace"}]},
+        "code": 403});
+    ensure(
+        &s,
+        code == 403 && status == want,
+        "403 with the NamespaceTerminating cause",
+        &status,
+    );
+    let out = s.kubectl(&["create", "configmap", "late2", "-n", "q"]);
+    s.check(
+        !out.success() && out.stderr.contains("configmaps \"late2\" is forbidden: unable to create new content in namespace q because it is being terminated"),
+        "kubectl shows the 403",
+        &out,
+    );
+    thread::sleep(Duration::from_millis(500));
+    let names = object_names(&s, "q", "sa,cm,secrets");
+    ensure(
+        &s,
+        names == ["configmap/held"],
+        "default and kube-root-ca.crt are not recreated",
+        format!("{names:?}"),
+    );
+
+    // A waiting `kubectl delete ns q` returns once the finalizer is removed.
+    thread::scope(|scope| {
+        let waiting = scope.spawn(|| s.kubectl(&["delete", "namespace", "q", "--timeout=40s"]));
+        thread::sleep(Duration::from_millis(1000));
+        s.kubectl_ok(&[
+            "patch",
+            "configmap",
+            "held",
+            "-n",
+            "q",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+        let out = waiting
+            .join()
+            .unwrap_or_else(|_| s.fail("kubectl panicked"));
+        support::assert_stdout(&s, &out, "namespace \"q\" deleted\n");
+    });
+    let out = s.kubectl_err(&["get", "namespace", "q"]);
+    support::assert_stderr_line(
+        &s,
+        &out,
+        r#"Error from server (NotFound): namespaces "q" not found"#,
+    );
+    let out = s.kubectl(&["get", "sa,cm,secrets", "-n", "q"]);
+    s.check(
+        out.success() && out.stdout.is_empty(),
+        "nothing left in q",
+        &out,
+    );
+    // Its tokens died with it.
+    for t in [&bound, &legacy] {
+        let out = s.kubectl_with_token(t, &["auth", "whoami"]);
+        support::assert_stderr_line(&s, &out, UNAUTHORIZED);
+    }
+    // Creates into a namespace that does not exist: 404, as kube-apiserver.
+    let (code, status) = curl(
+        &s,
+        "POST",
+        "/api/v1/namespaces/q/configmaps",
+        r#"{"metadata":{"name":"x"}}"#,
+    );
+    ensure(
+        &s,
+        code == 404
+            && status["message"] == "namespaces \"q\" not found"
+            && status["details"] == serde_json::json!({"name": "q", "kind": "namespaces"}),
+        "404 namespaces \"q\" not found",
+        &status,
+    );
+    // Made again, it starts empty (but for what the controllers put in every namespace).
+    s.kubectl_ok(&["create", "namespace", "q"]);
+    poll(&s, "a fresh q", || {
+        let names = object_names(&s, "q", "sa,cm,secrets");
+        let want = ["configmap/kube-root-ca.crt", "serviceaccount/default"];
+        (names == want).then_some(()).ok_or(format!("{names:?}"))
+    });
+    for t in [&bound, &legacy] {
+        let out = s.kubectl_with_token(t, &["auth", "whoami"]);
+        support::assert_stderr_line(&s, &out, UNAUTHORIZED);
+    }
+    // NamespaceLifecycle never deletes these.
+    let out = s.kubectl_err(&["delete", "namespace", "kube-system"]);
+    support::assert_stderr_line(
+        &s,
+        &out,
+        r#"Error from server (Forbidden): namespaces "kube-system" is forbidden: this namespace may not be deleted"#,
+    );
+}
+
+#[test]
+fn r9_objects_created_while_a_namespace_is_deleted_do_not_survive_it() {
+    let s = Server::start();
+    for round in 0..3 {
+        s.kubectl_ok(&["create", "namespace", "race"]);
+        let stop = AtomicBool::new(false);
+        thread::scope(|scope| {
+            // Writers create ConfigMaps as fast as they can until refused.
+            let writers: Vec<_> = (0..2)
+                .map(|w| {
+                    let (s, stop) = (&s, &stop);
+                    scope.spawn(move || {
+                        let mut n = 0;
+                        while !stop.load(Ordering::SeqCst) {
+                            let (code, _) = curl(
+                                s,
+                                "POST",
+                                "/api/v1/namespaces/race/configmaps",
+                                &format!(r#"{{"metadata":{{"name":"w{w}-{n}"}}}}"#),
+                            );
+                            n += 1;
+                            if code == 403 || code == 404 {
+                                break;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            thread::sleep(Duration::from_millis(300));
+            let out = s.kubectl(&["delete", "namespace", "race", "--timeout=40s"]);
+            stop.store(true, Ordering::SeqCst);
+            for w in writers {
+                let _ = w.join();
+            }
+            s.check(out.success(), &format!("round {round}: delete"), &out);
+        });
+        s.kubectl_ok(&["create", "namespace", "race"]);
+        let cms = names(&json(
+            &s,
+            &["get", "configmaps", "-n", "race", "-o", "json"],
+        ));
+        ensure(
+            &s,
+            cms.iter().all(|n| n == "kube-root-ca.crt"),
+            &format!("round {round}: the recreated namespace starts empty"),
+            format!("{cms:?}"),
+        );
+        let out = s.kubectl(&["delete", "namespace", "race", "--timeout=40s"]);
+        s.check(out.success(), "cleanup", &out);
+    }
+}

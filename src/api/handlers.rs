@@ -394,8 +394,10 @@ async fn delete(
 ) -> Result<Response, Status> {
     let opts = delete_options(ctx, body).await?;
     match ctx.app.registry.delete(res, ns, name, &opts).await? {
-        // Pending deletion: the object, with deletionTimestamp set (202 like kube-apiserver).
-        Deleted::Pending(obj) => Ok(json(StatusCode::ACCEPTED, &obj)),
+        // Pending deletion (finalizers, a grace period, a terminating namespace): the object
+        // with deletionTimestamp set, 200 as kube-apiserver answers (`DeleteResource` gives
+        // 202 only for orphanDependents=false).
+        Deleted::Pending(obj) => Ok(json(StatusCode::OK, &obj)),
         // Pods and namespaces answer with the object, others with a Success Status
         // (`ReturnDeletedObject` in their registries).
         Deleted::Now(obj) if matches!(res.kind, "Pod" | "Namespace") => {
