@@ -228,6 +228,10 @@ struct ServeArgs {
     /// tokens expire or turn stale without waiting.
     #[arg(long, value_parser = parse_signed_duration)]
     testing_clock_offset: Option<SignedDuration>,
+    /// UNSAFE, for tests only: pause this long (e.g. 2s) between admitting a create into a
+    /// namespace and writing it, so a create can be made to race the namespace's deletion.
+    #[arg(long, value_parser = parse_duration)]
+    testing_create_delay: Option<i64>,
     /// UNSAFE, for tests only: allow TokenRequests and projected tokens shorter than the
     /// 10-minute minimum (e.g. 30s), so token refresh can be watched without waiting.
     #[arg(long, value_parser = parse_duration)]
@@ -473,9 +477,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => issuer::MIN_EXPIRATION_SECONDS,
     };
-    let registry = Registry::new(store.clone(), clock.clone()).with_limits(Limits {
+    let mut registry = Registry::new(store.clone(), clock.clone()).with_limits(Limits {
         min_token_expiration,
     });
+    if let Some(secs) = args.testing_create_delay {
+        tracing::warn!(
+            "--testing-create-delay={secs}s: every create waits before it is written; never use this outside tests"
+        );
+        registry = registry.with_testing_create_delay(Duration::from_secs(secs.unsigned_abs()));
+    }
     registry
         .ensure_system_namespaces()
         .await

@@ -246,8 +246,10 @@ async fn create(
     body: Body,
 ) -> Result<Response, Status> {
     let mut obj = object_body(ctx, body).await?;
-    // Admission runs before the write, dry runs included, as in kube-apiserver.
+    // Admission runs before the write, dry runs included, as in kube-apiserver, with
+    // NamespaceLifecycle first.
     if res.kind == "Pod" {
+        ctx.app.registry.admit_into_namespace(res, ns, &obj).await?;
         ctx.app
             .admission
             .admit_pod_create(ns.unwrap_or("default"), &mut obj)
@@ -551,6 +553,12 @@ async fn token_request(
         return Err(Status::path_not_found());
     };
     let req = object_body(ctx, body).await?;
+    // A TokenRequest is a create: none into a terminating namespace (NamespaceLifecycle).
+    let sa = resources::core("serviceaccounts");
+    ctx.app
+        .registry
+        .admit_into_namespace(sa, Some(ns), &req)
+        .await?;
     let issued = issuer.request(&ctx.app.registry, ns, name, &req).await?;
     let mut resp = json(StatusCode::CREATED, &issued.response);
     for w in &issued.warnings {

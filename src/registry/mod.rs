@@ -148,6 +148,9 @@ pub(crate) struct Registry {
     store: Arc<dyn Store>,
     clock: SharedClock,
     limits: resources::Limits,
+    /// `--testing-create-delay`: a pause between a namespaced create's admission and its
+    /// write, so tests can make a create race a namespace deletion on purpose.
+    create_delay: std::time::Duration,
 }
 
 impl std::fmt::Debug for Registry {
@@ -315,7 +318,15 @@ impl Registry {
             store,
             clock,
             limits: resources::Limits::default(),
+            create_delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// The same registry, pausing `delay` between a namespaced create's admission and its
+    /// write (a test-only flag).
+    pub(crate) fn with_testing_create_delay(mut self, delay: std::time::Duration) -> Self {
+        self.create_delay = delay;
+        self
     }
 
     /// The same registry with other validation limits (test-only flags).
@@ -538,9 +549,11 @@ impl Registry {
 
     /// kube-apiserver's NamespaceLifecycle admission for a create
     /// (`plugin/pkg/admission/namespace/lifecycle/admission.go`): the namespace must exist
-    /// (`namespaces "q" not found`) and must not be Terminating. Returns the namespace's uid,
-    /// for [`Registry::recheck_namespace`].
-    async fn admit_into_namespace(
+    /// (`namespaces "q" not found`) and must not be Terminating. [`Registry::create`] runs it
+    /// itself; `api` runs it first for creates that other admission or a subresource handles
+    /// (Pods, TokenRequests), as the plugin comes first. Returns the namespace's uid, for
+    /// [`Registry::recheck_namespace`].
+    pub(crate) async fn admit_into_namespace(
         &self,
         res: &Resource,
         ns: Option<&str>,
@@ -608,6 +621,9 @@ impl Registry {
     ) -> Result<Value> {
         let generate = meta_str(&obj, "name").is_none();
         let admitted_uid = self.admit_into_namespace(res, ns, &obj).await?;
+        if admitted_uid.is_some() && !self.create_delay.is_zero() {
+            tokio::time::sleep(self.create_delay).await;
+        }
         let original = obj;
         // generateName collisions are retried with a fresh suffix, as the apiserver does
         // for a few attempts before surfacing AlreadyExists.
