@@ -428,7 +428,7 @@ fn object_names(s: &Server, ns: &str, kinds: &str) -> Vec<String> {
 
 #[test]
 fn r9_namespace_deletion_terminates_empties_and_finalizes_as_kubernetes_does() {
-    let s = Server::start();
+    let mut s = Server::start();
     s.kubectl_ok(&["create", "namespace", "q"]);
     let ns = json(&s, &["get", "namespace", "q", "-o", "json"]);
     ensure(
@@ -608,6 +608,17 @@ fn r9_namespace_deletion_terminates_empties_and_finalizes_as_kubernetes_does() {
         &s,
         names == ["configmap/held"],
         "default and kube-root-ca.crt are not recreated",
+        format!("{names:?}"),
+    );
+    // A crash in the middle changes nothing: the controllers pick the deletion up again.
+    s.kill9();
+    s.start_again();
+    thread::sleep(Duration::from_millis(500));
+    let names = object_names(&s, "q", "sa,cm,secrets");
+    ensure(
+        &s,
+        names == ["configmap/held"],
+        "still held after a restart",
         format!("{names:?}"),
     );
 
