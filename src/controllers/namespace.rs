@@ -9,7 +9,9 @@
 //! and finally removes the `kubernetes` finalizer through the `finalize` subresource, which
 //! deletes the namespace. A namespace that no longer exists is swept of anything left in it
 //! (an object whose create was acknowledged by nobody because the server died between its
-//! write and the namespace re-check), so a namespace created again later starts empty.
+//! write and the namespace re-check, or content a forced `finalize` left behind), so a
+//! namespace created again later starts empty. Kubernetes leaves such objects in etcd, where
+//! they reappear when the namespace is made again; that is deliberately not copied.
 
 use std::collections::BTreeMap;
 
@@ -332,10 +334,12 @@ impl Controller for NamespaceDeleter {
             .collect()
     }
 
-    /// A namespace marked for deletion; the namespace of any object created or deleted
-    /// (content that raced the delete, or whose finalizers or grace period held it up).
+    /// A namespace marked for deletion, or deleted (to sweep what a forced `finalize` left
+    /// behind); the namespace of any object created or deleted (content that raced the
+    /// delete, or whose finalizers or grace period held it up).
     fn keys(&self, resource: &Resource, event: EventType, obj: &Value) -> Vec<String> {
         match (resource.kind, event) {
+            ("Namespace", EventType::Deleted) => vec![name(obj).to_string()],
             ("Namespace", EventType::Added | EventType::Modified) if is_deleting(obj) => {
                 vec![name(obj).to_string()]
             }
@@ -552,8 +556,12 @@ mod tests {
             )
             .await
             .unwrap();
+        let last = rig.get("namespaces", None, "gone").await.unwrap();
         rig.delete("namespaces", None, "gone").await;
         assert!(rig.get("namespaces", None, "gone").await.is_none());
+        // Its DELETED event brings the deleter to the name.
+        let keys = c.keys(resources::core("namespaces"), EventType::Deleted, &last);
+        assert_eq!(keys, vec!["gone".to_string()]);
         assert!(
             rig.get("configmaps", Some("gone"), "orphan")
                 .await
