@@ -109,8 +109,8 @@ pub(crate) enum PkiError {
     Tls(#[from] rustls::Error),
     /// Another process holds the data directory's lock.
     #[error(
-        "the data directory {dir} is in use by another tokenwarden serve{holder} (it holds {lock}); \
-         stop that server first, or give this one another --data-dir",
+        "the data directory {dir} is in use by another tokenwarden serve{holder}: {lock} is \
+         locked; stop that server first, or give this one another --data-dir",
         dir = .dir.display(),
         holder = .holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
         lock = .dir.join(datadir::LOCK_FILE).display(),
