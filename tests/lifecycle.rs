@@ -219,7 +219,7 @@ fn r9_sigterm_leaves_a_database_file_that_holds_everything() {
     // The .db and the key files, nothing else, make a working server.
     let mut files = vec!["tokenwarden.db"];
     files.extend(KEY_FILES);
-    let copy = Server::start_prepared(&[], &[], |dir| copy_files(&data, dir, &files));
+    let mut copy = Server::start_prepared(&[], &[], |dir| copy_files(&data, dir, &files));
     let cm = json(&copy, &["get", "configmap", "kept", "-o", "json"]);
     ensure(&copy, cm["data"]["k"] == "v", "the ConfigMap survived", &cm);
     let user = whoami(&copy, &token).unwrap_or_else(|e| copy.fail(e));
@@ -229,6 +229,12 @@ fn r9_sigterm_leaves_a_database_file_that_holds_everything() {
         "a token issued before the stop still works",
         &user,
     );
+    // Ctrl-C stops it as cleanly.
+    copy.kubectl_ok(&["create", "configmap", "after-copy"]);
+    copy.interrupt();
+    let wal = copy.data_dir().join("tokenwarden.db-wal");
+    let wal_len = fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    ensure(&copy, wal_len == 0, "no WAL content after SIGINT", wal_len);
 }
 
 #[test]

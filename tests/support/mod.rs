@@ -166,9 +166,20 @@ impl Server {
     /// SIGTERM, and expect a clean exit; `start_again` brings it back.
     #[track_caller]
     pub(crate) fn terminate(&mut self) {
-        let status = self.stop("-TERM");
+        self.stop_cleanly("-TERM");
+    }
+
+    /// SIGINT (Ctrl-C), and expect a clean exit.
+    #[track_caller]
+    pub(crate) fn interrupt(&mut self) {
+        self.stop_cleanly("-INT");
+    }
+
+    #[track_caller]
+    fn stop_cleanly(&mut self, signal: &str) {
+        let status = self.stop(signal);
         if !status.success() {
-            self.fail(format!("unclean exit on SIGTERM: {status}"));
+            self.fail(format!("unclean exit on kill {signal}: {status}"));
         }
     }
 
