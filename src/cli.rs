@@ -63,6 +63,20 @@ enum Command {
     /// tokens and the clients behind them. Exit code 0: clean, 1: findings at or above
     /// --fail-on, 2: could not run.
     Diagnose(DiagnoseArgs),
+    /// Copy the database of a server, running or stopped, into OUT (one consistent snapshot,
+    /// safe while the server writes). A full backup also needs the key files of the data
+    /// directory: see the README.
+    Backup(BackupArgs),
+}
+
+/// `tokenwarden backup`.
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// The server's data directory (its tokenwarden.db is copied).
+    #[arg(long, default_value = "tokenwarden-data", env = "TOKENWARDEN_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Where to write the copy (a SQLite file, mode 0600; replaced atomically if it exists).
+    out: PathBuf,
 }
 
 /// `tokenwarden diagnose`.
@@ -229,6 +243,10 @@ struct ServeArgs {
     /// tokens expire or turn stale without waiting.
     #[arg(long, value_parser = parse_signed_duration)]
     testing_clock_offset: Option<SignedDuration>,
+    /// UNSAFE, for tests only: pause this long (e.g. 2s) between admitting a create into a
+    /// namespace and writing it, so a create can be made to race the namespace's deletion.
+    #[arg(long, value_parser = parse_duration)]
+    testing_create_delay: Option<i64>,
     /// UNSAFE, for tests only: allow TokenRequests and projected tokens shorter than the
     /// 10-minute minimum (e.g. 30s), so token refresh can be watched without waiting.
     #[arg(long, value_parser = parse_duration)]
@@ -348,6 +366,26 @@ pub fn run() -> ExitCode {
                 }
             }
         }
+        Command::Backup(args) => {
+            let src = args.data_dir.join(DATABASE_FILE);
+            match store::sqlite::backup(&src, &args.out) {
+                Ok(copy) => {
+                    println!(
+                        "backed up {} at revision {} ({} objects, {} bytes) to {}",
+                        src.display(),
+                        copy.revision,
+                        copy.keys,
+                        copy.bytes,
+                        args.out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: backing up {}: {e}", src.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Agent(args) => {
             telemetry::init_logging(args.log_format);
             let config = AgentConfig {
@@ -406,6 +444,9 @@ fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> any
         .block_on(fut)
 }
 
+/// The store's file in the data directory.
+const DATABASE_FILE: &str = "tokenwarden.db";
+
 /// How many revisions of history the store keeps for watches that resume (kine's
 /// `compact-min-retain`), and how often it compacts.
 const RETAINED_REVISIONS: i64 = 1000;
@@ -421,6 +462,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => SystemClock::shared(),
     };
+    // First, before anything in the directory is written: a second server on the same data
+    // dir stops here instead of both writing to one database.
+    let data_dir_lock = pki::datadir::lock(&args.data_dir)?;
     let pki = pki::ensure(
         &PkiConfig {
             data_dir: args.data_dir.clone(),
@@ -437,7 +481,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .context("preparing certificates and keys")?;
 
     let store: Arc<dyn Store> =
-        store::sqlite::SqliteStore::open(&args.data_dir.join("tokenwarden.db"))
+        store::sqlite::SqliteStore::open(&args.data_dir.join(DATABASE_FILE))
             .context("opening the store")?;
     let min_token_expiration = match args.testing_min_token_expiration {
         Some(secs) => {
@@ -448,9 +492,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => issuer::MIN_EXPIRATION_SECONDS,
     };
-    let registry = Registry::new(store.clone(), clock.clone()).with_limits(Limits {
+    let mut registry = Registry::new(store.clone(), clock.clone()).with_limits(Limits {
         min_token_expiration,
     });
+    if let Some(secs) = args.testing_create_delay {
+        tracing::warn!(
+            "--testing-create-delay={secs}s: every create waits before it is written; never use this outside tests"
+        );
+        registry = registry.with_testing_create_delay(Duration::from_secs(secs.unsigned_abs()));
+    }
     registry
         .ensure_system_namespaces()
         .await
@@ -650,6 +700,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     store.close().await.context("closing the store")?;
+    drop(data_dir_lock);
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! First-start generation, and later reuse, of the TLS and credential files in the data dir:
 //! the CA, the serving certificate, the service-account signing key pair, the admin bearer
-//! token and `admin.kubeconfig`; plus the rustls `ServerConfig` built from them.
+//! token and `admin.kubeconfig`; plus the rustls `ServerConfig` built from them. The data
+//! dir's lock and modes are in [`datadir`].
 //!
 //! It must not touch the store, sign tokens (that is `tokens`), read flags or environment
 //! (`cli` fills [`PkiConfig`]), or log key material. Private files are created 0600 and
@@ -15,7 +16,7 @@ use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,8 @@ use rcgen::{
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
+pub(crate) mod datadir;
+
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
 const SERVING_CERT: &str = "serving.crt";
@@ -38,6 +41,8 @@ const SA_KEY: &str = "sa.key";
 const SA_PUB: &str = "sa.pub";
 const ADMIN_TOKEN: &str = "admin.token";
 const KUBECONFIG: &str = "admin.kubeconfig";
+/// The files above that are created 0600, and tightened to it at every start.
+const PRIVATE_FILES: [&str; 5] = [CA_KEY, SERVING_KEY, SA_KEY, ADMIN_TOKEN, KUBECONFIG];
 
 const PRIVATE_MODE: u32 = 0o600;
 const PUBLIC_MODE: u32 = 0o644;
@@ -102,6 +107,15 @@ pub(crate) enum PkiError {
     Kubeconfig(#[from] serde_saphyr::SerializeError),
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// Another process holds the data directory's lock.
+    #[error(
+        "the data directory {dir} is in use by another tokenwarden serve{holder}: {lock} is \
+         locked; stop that server first, or give this one another --data-dir",
+        dir = .dir.display(),
+        holder = .holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        lock = .dir.join(datadir::LOCK_FILE).display(),
+    )]
+    DataDirInUse { dir: PathBuf, holder: Option<u32> },
 }
 
 /// Everything the server needs from the data dir, loaded into memory.
@@ -189,6 +203,7 @@ pub(crate) fn ensure(config: &PkiConfig, now: jiff::Timestamp) -> Result<Pki, Pk
         .mode(0o700)
         .create(dir)
         .map_err(|e| PkiError::Io("create", dir.clone(), e))?;
+    datadir::tighten(dir, &PRIVATE_FILES)?;
 
     let (ca_pem, serving_chain_pem, serving_key_pem) =
         match (&config.tls_cert_file, &config.tls_private_key_file) {
@@ -401,7 +416,6 @@ fn ensure_sa_key(dir: &Path) -> Result<(PathBuf, PathBuf), PkiError> {
 fn ensure_admin_token(dir: &Path) -> Result<String, PkiError> {
     let path = dir.join(ADMIN_TOKEN);
     if path.exists() {
-        warn_if_shared(&path);
         let token = read(&path)?.trim().to_owned();
         if token.is_empty() {
             return Err(invalid(&path, "empty admin token"));
@@ -478,18 +492,8 @@ fn load_key(path: &Path) -> Result<Option<KeyPair>, PkiError> {
     if !path.exists() {
         return Ok(None);
     }
-    warn_if_shared(path);
     let key = KeyPair::from_pem(&read(path)?).map_err(|e| invalid(path, e))?;
     Ok(Some(key))
-}
-
-/// We never chmod files we did not create, but a readable key deserves a warning.
-fn warn_if_shared(path: &Path) {
-    if let Ok(meta) = fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(path = %path.display(), "private file is readable by group or others");
-    }
 }
 
 fn generate_key(
@@ -550,6 +554,7 @@ fn invalid(path: &Path, reason: impl fmt::Display) -> PkiError {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
 
     const ALL: [&str; 8] = [
         CA_CERT,
@@ -616,7 +621,7 @@ mod tests {
         let mut expected = ALL.map(String::from).to_vec();
         expected.sort();
         assert_eq!(names, expected, "no temp files left behind");
-        for name in [CA_KEY, SERVING_KEY, SA_KEY, ADMIN_TOKEN, KUBECONFIG] {
+        for name in PRIVATE_FILES {
             assert_eq!(mode(&cfg.data_dir.join(name)), 0o600, "{name}");
         }
         for name in [CA_CERT, SERVING_CERT, SA_PUB] {

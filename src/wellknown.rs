@@ -11,6 +11,12 @@ pub(crate) const KUBE_GIT_VERSION: &str = "v1.32.0+tokenwarden";
 /// controller plus `default`).
 pub(crate) const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
+/// Namespaces the NamespaceLifecycle admission plugin refuses to delete (kube-apiserver's
+/// `immortalNamespaces`; `kube-node-lease` is not among them).
+pub(crate) const IMMORTAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+/// The finalizer every namespace gets in `spec.finalizers` on create, removed by the
+/// namespace controller once the namespace is empty (`api.FinalizerKubernetes`).
+pub(crate) const FINALIZER_KUBERNETES: &str = "kubernetes";
 
 /// The Service, Endpoints and EndpointSlice that point at the API server.
 pub(crate) const KUBERNETES_SERVICE: &str = "kubernetes";

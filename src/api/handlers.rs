@@ -218,8 +218,10 @@ async fn create(
     body: Body,
 ) -> Result<Response, Status> {
     let mut obj = object_body(ctx, body).await?;
-    // Admission runs before the write, dry runs included, as in kube-apiserver.
+    // Admission runs before the write, dry runs included, as in kube-apiserver, with
+    // NamespaceLifecycle first.
     if res.kind == "Pod" {
+        ctx.app.registry.admit_into_namespace(res, ns, &obj).await?;
         ctx.app
             .admission
             .admit_pod_create(ns.unwrap_or("default"), &mut obj)
@@ -366,8 +368,10 @@ async fn delete(
 ) -> Result<Response, Status> {
     let opts = delete_options(ctx, &w, body).await?;
     match ctx.app.registry.delete(res, ns, name, &opts).await? {
-        // Pending deletion: the object, with deletionTimestamp set (202 like kube-apiserver).
-        Deleted::Pending(obj) => Ok(json(StatusCode::ACCEPTED, &obj)),
+        // Pending deletion (finalizers, a grace period, a terminating namespace): the object
+        // with deletionTimestamp set, 200 as kube-apiserver answers (`DeleteResource` gives
+        // 202 only for orphanDependents=false).
+        Deleted::Pending(obj) => Ok(json(StatusCode::OK, &obj)),
         // Pods and namespaces answer with the object, others with a Success Status
         // (`ReturnDeletedObject` in their registries).
         Deleted::Now(obj) if matches!(res.kind, "Pod" | "Namespace") => {
@@ -523,6 +527,12 @@ async fn token_request(
         return Err(Status::path_not_found());
     };
     let req = object_body(ctx, body).await?;
+    // A TokenRequest is a create: none into a terminating namespace (NamespaceLifecycle).
+    let sa = resources::core("serviceaccounts");
+    ctx.app
+        .registry
+        .admit_into_namespace(sa, Some(ns), &req)
+        .await?;
     let issued = issuer.request(&ctx.app.registry, ns, name, &req).await?;
     let mut resp = json(StatusCode::CREATED, &issued.response);
     for w in &issued.warnings {

@@ -212,6 +212,23 @@ impl From<RegistryError> for Status {
                 Status::forbidden(format!("{subject} is forbidden: {message}"))
                     .with_details(details(&resource, &name))
             }
+            // `admission.NewForbidden` plus the cause the NamespaceLifecycle plugin appends.
+            RegistryError::NamespaceTerminating {
+                resource,
+                name,
+                namespace,
+            } => {
+                let mut d = details(&resource, &name);
+                d["causes"] = json!([{
+                    "reason": "NamespaceTerminating",
+                    "message": format!("namespace {namespace} is being terminated"),
+                    "field": "metadata.namespace",
+                }]);
+                Status::forbidden(format!(
+                    "{resource} {name:?} is forbidden: unable to create new content in namespace {namespace} because it is being terminated"
+                ))
+                .with_details(d)
+            }
             RegistryError::Expired(m) => Status::new(StatusCode::GONE, "Expired", m),
             RegistryError::Internal(m) => Status::internal(m),
         }
@@ -235,6 +252,25 @@ mod tests {
             json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
                    "message":"serviceaccounts \"nope\" not found","reason":"NotFound",
                    "details":{"name":"nope","kind":"serviceaccounts"},"code":404})
+        );
+    }
+
+    #[test]
+    fn creates_into_a_terminating_namespace_are_forbidden_with_a_cause() {
+        let s: Status = RegistryError::NamespaceTerminating {
+            resource: "configmaps".into(),
+            name: "late".into(),
+            namespace: "q".into(),
+        }
+        .into();
+        assert_eq!(
+            s.body(),
+            json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+                   "message":"configmaps \"late\" is forbidden: unable to create new content in namespace q because it is being terminated",
+                   "reason":"Forbidden",
+                   "details":{"name":"late","kind":"configmaps","causes":[{"reason":"NamespaceTerminating",
+                       "message":"namespace q is being terminated","field":"metadata.namespace"}]},
+                   "code":403})
         );
     }
 

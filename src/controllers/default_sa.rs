@@ -83,7 +83,7 @@ impl Controller for DefaultServiceAccount {
             Err(
                 RegistryError::AlreadyExists { .. }
                 | RegistryError::NotFound { .. }
-                | RegistryError::Forbidden { .. },
+                | RegistryError::NamespaceTerminating { .. },
             ) => Ok(()),
             Err(e) => Err(e.into()),
         }

@@ -16,6 +16,7 @@
 pub(crate) mod cleaner;
 pub(crate) mod default_sa;
 pub(crate) mod kubernetes_service;
+pub(crate) mod namespace;
 pub(crate) mod root_ca;
 pub(crate) mod tokens;
 pub(crate) mod tracking;
@@ -111,6 +112,10 @@ pub(crate) enum ControllerError {
     /// No signing key is configured, or signing failed.
     #[error("cannot sign a legacy service account token: {0}")]
     Sign(String),
+    /// Not done yet, through no fault (a namespace waiting for its content's finalizers):
+    /// tried again with backoff, and logged quietly.
+    #[error("{0}")]
+    Waiting(String),
 }
 
 impl ControllerError {
@@ -123,9 +128,10 @@ impl ControllerError {
             ControllerError::Registry(
                 RegistryError::Invalid { .. }
                 | RegistryError::BadRequest(_)
-                | RegistryError::Forbidden { .. },
+                | RegistryError::Forbidden { .. }
+                | RegistryError::NamespaceTerminating { .. },
             ) => false,
-            ControllerError::Registry(_) => true,
+            ControllerError::Registry(_) | ControllerError::Waiting(_) => true,
             ControllerError::Sign(_) => false,
         }
     }
@@ -443,10 +449,14 @@ async fn drive<C: Controller>(
                 let n = failures.entry(key.clone()).or_insert(0);
                 let delay = backoff(*n);
                 *n = n.saturating_add(1);
-                tracing::warn!(
-                    "{}: reconciling {key:?} failed: {e}; retrying in {delay:?}",
-                    controller.name()
-                );
+                if matches!(e, ControllerError::Waiting(_)) {
+                    tracing::debug!("{}: {e}; again in {delay:?}", controller.name());
+                } else {
+                    tracing::warn!(
+                        "{}: reconciling {key:?} failed: {e}; retrying in {delay:?}",
+                        controller.name()
+                    );
+                }
                 queue.add_after(key, delay);
             }
             Err(e) => {
@@ -498,6 +508,15 @@ pub(crate) async fn run(
         let mut term = JoinSet::new();
         term.spawn(drive(
             Arc::new(default_sa::DefaultServiceAccount::new(registry.clone())),
+            registry.clone(),
+            gate.clone(),
+            term_rx.clone(),
+        ));
+        term.spawn(drive(
+            Arc::new(namespace::NamespaceDeleter::new(
+                registry.clone(),
+                clock.clone(),
+            )),
             registry.clone(),
             gate.clone(),
             term_rx.clone(),

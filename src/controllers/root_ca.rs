@@ -92,9 +92,9 @@ impl Controller for RootCaPublisher {
                 return match self.registry.create(res, Some(ns), body, false).await {
                     // The namespace is gone or terminating: nothing to publish into.
                     Ok(_)
-                    | Err(RegistryError::NotFound { .. } | RegistryError::Forbidden { .. }) => {
-                        Ok(())
-                    }
+                    | Err(
+                        RegistryError::NotFound { .. } | RegistryError::NamespaceTerminating { .. },
+                    ) => Ok(()),
                     // Made by someone else meanwhile; its ADDED event brings us back to
                     // check it.
                     Err(RegistryError::AlreadyExists { .. }) => Ok(()),

@@ -409,8 +409,11 @@ impl TokensController {
             .await
         {
             Ok(s) => s,
-            // The namespace is gone.
-            Err(RegistryError::NotFound { .. }) => return Ok(()),
+            // The namespace is gone or going (kube-controller-manager's tokens controller
+            // skips a NamespaceTerminating refusal the same way).
+            Err(RegistryError::NotFound { .. } | RegistryError::NamespaceTerminating { .. }) => {
+                return Ok(());
+            }
             // AlreadyExists (a suffix collision) and the rest: retried with a new name.
             Err(e) => return Err(e.into()),
         };

@@ -54,6 +54,14 @@ pub(crate) enum RegistryError {
         name: String,
         message: String,
     },
+    /// A create into a namespace that is being deleted (NamespaceLifecycle admission):
+    /// Forbidden, with a `NamespaceTerminating` cause.
+    #[error("unable to create new content in namespace {namespace} because it is being terminated")]
+    NamespaceTerminating {
+        resource: String,
+        name: String,
+        namespace: String,
+    },
     /// A resourceVersion or continue token that is too old (HTTP 410, reason Expired).
     #[error("{0}")]
     Expired(String),
@@ -151,6 +159,9 @@ pub(crate) struct Registry {
     store: Arc<dyn Store>,
     clock: SharedClock,
     limits: resources::Limits,
+    /// `--testing-create-delay`: a pause between a namespaced create's admission and its
+    /// write, so tests can make a create race a namespace deletion on purpose.
+    create_delay: std::time::Duration,
 }
 
 impl std::fmt::Debug for Registry {
@@ -321,7 +332,15 @@ impl Registry {
             store,
             clock,
             limits: resources::Limits::default(),
+            create_delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// The same registry, pausing `delay` between a namespaced create's admission and its
+    /// write (a test-only flag).
+    pub(crate) fn with_testing_create_delay(mut self, delay: std::time::Duration) -> Self {
+        self.create_delay = delay;
+        self
     }
 
     /// The same registry with other validation limits (test-only flags).
@@ -558,27 +577,68 @@ impl Registry {
         }
     }
 
-    async fn require_namespace(&self, res: &Resource, ns: Option<&str>) -> Result<()> {
+    /// kube-apiserver's NamespaceLifecycle admission for a create
+    /// (`plugin/pkg/admission/namespace/lifecycle/admission.go`): the namespace must exist
+    /// (`namespaces "q" not found`) and must not be Terminating. [`Registry::create`] runs it
+    /// itself; `api` runs it first for creates that other admission or a subresource handles
+    /// (Pods, TokenRequests), as the plugin comes first. Returns the namespace's uid, for
+    /// [`Registry::recheck_namespace`].
+    pub(crate) async fn admit_into_namespace(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        obj: &Value,
+    ) -> Result<Option<String>> {
         if !res.namespaced {
-            return Ok(());
+            return Ok(None);
         }
         let ns_name = ns.unwrap_or("default");
-        let ns_res = resources::core("namespaces");
-        let namespace = self.get(ns_res, None, ns_name).await?;
-        if namespace
-            .get("metadata")
-            .and_then(|m| m.get("deletionTimestamp"))
-            .is_some()
+        let namespace = self
+            .get(resources::core("namespaces"), None, ns_name)
+            .await?;
+        if namespace.pointer("/status/phase").and_then(Value::as_str) == Some(NAMESPACE_TERMINATING)
         {
-            return Err(RegistryError::Forbidden {
-                resource: res.qualified(),
-                name: String::new(),
-                message: format!(
-                    "unable to create new content in namespace {ns_name} because it is being terminated"
-                ),
-            });
+            return Err(terminating(res, ns_name, obj));
         }
-        Ok(())
+        Ok(meta_str(&namespace, "uid").map(str::to_string))
+    }
+
+    /// After a create into a namespace: if the namespace started terminating, or went (and
+    /// perhaps came back), between the admission check and the write, the new object may
+    /// have been missed by the namespace controller's last listing. It is taken back and the
+    /// create fails as if admission had refused it, so no object outlives its namespace.
+    async fn recheck_namespace(
+        &self,
+        res: &Resource,
+        ns: &str,
+        admitted_uid: &str,
+        created: &KeyValue,
+        obj: &Value,
+    ) -> Result<()> {
+        let refusal = match self.get(resources::core("namespaces"), None, ns).await {
+            Ok(n) if meta_str(&n, "uid") != Some(admitted_uid) => {
+                not_found(resources::core("namespaces"), ns)
+            }
+            Ok(n)
+                if n.pointer("/status/phase").and_then(Value::as_str)
+                    == Some(NAMESPACE_TERMINATING) =>
+            {
+                terminating(res, ns, obj)
+            }
+            Ok(_) => return Ok(()),
+            Err(RegistryError::NotFound { .. }) => not_found(resources::core("namespaces"), ns),
+            Err(e) => return Err(e),
+        };
+        match self
+            .store
+            .delete(&created.key, Some(created.mod_revision))
+            .await
+        {
+            // Changed or deleted since (by the namespace controller): it is not ours to
+            // take back, and the controller's listing saw it.
+            Ok(_) | Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => Err(refusal),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Creates an object. With `dry_run` everything but the write happens.
@@ -590,8 +650,11 @@ impl Registry {
         dry_run: bool,
     ) -> Result<Value> {
         let generate = meta_str(&obj, "name").is_none();
+        let admitted_uid = self.admit_into_namespace(res, ns, &obj).await?;
+        if admitted_uid.is_some() && !self.create_delay.is_zero() {
+            tokio::time::sleep(self.create_delay).await;
+        }
         let original = obj;
-        self.require_namespace(res, ns).await?;
         // generateName collisions are retried with a fresh suffix, as the apiserver does
         // for a few attempts before surfacing AlreadyExists.
         let attempts = if generate { 8 } else { 1 };
@@ -603,7 +666,13 @@ impl Registry {
                 return Ok(obj);
             }
             match self.store.create(&key(res, ns, &name), encode(&obj)?).await {
-                Ok(kv) => return decode(&kv),
+                Ok(kv) => {
+                    if let Some(uid) = &admitted_uid {
+                        let ns = ns.unwrap_or("default");
+                        self.recheck_namespace(res, ns, uid, &kv, &original).await?;
+                    }
+                    return decode(&kv);
+                }
                 Err(StoreError::AlreadyExists(_)) => {
                     last = Some(RegistryError::AlreadyExists {
                         resource: res.qualified(),
@@ -649,9 +718,12 @@ impl Registry {
             if dry_run {
                 return Ok((next, true));
             }
-            // Finalizers all gone from an object that is being deleted: finish the delete.
+            // Finalizers all gone from an object that is being deleted: finish the delete
+            // (`ShouldDeleteDuringUpdate`; for a namespace, its spec.finalizers too:
+            // `ShouldDeleteNamespaceDuringUpdate` in pkg/registry/core/namespace/storage).
             if is_deleting(&next)
                 && finalizers(&next).is_empty()
+                && namespace_finalizers(&next).is_empty()
                 && !graceful_pending(&next, &*self.clock)
             {
                 match self.store.delete(&kv.key, Some(kv.mod_revision)).await {
@@ -737,6 +809,13 @@ impl Registry {
                     }
                 }
             }
+            // A namespace's finalize subresource changes only spec.finalizers
+            // (`namespaceFinalizeStrategy`).
+            Some("finalize") => {
+                let wanted = desired.pointer("/spec/finalizers").cloned();
+                desired = current.clone();
+                set_namespace_finalizers(&mut desired, wanted);
+            }
             // A main-resource write cannot change status of kinds that have a status subresource.
             _ if res.has_status() => match current.get("status") {
                 Some(s) => desired["status"] = s.clone(),
@@ -747,6 +826,11 @@ impl Registry {
                 }
             },
             _ => {}
+        }
+        // Nor a namespace's spec.finalizers: only `finalize` does (`namespaceStrategy`).
+        if res.kind == "Namespace" && subresource != Some("finalize") {
+            let kept = current.pointer("/spec/finalizers").cloned();
+            set_namespace_finalizers(&mut desired, kept);
         }
         let cur_meta = meta(current).cloned().unwrap_or_default();
         {
@@ -821,6 +905,14 @@ impl Registry {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Deleted> {
+        // NamespaceLifecycle admission: these namespaces are never deleted.
+        if res.kind == "Namespace" && wellknown::IMMORTAL_NAMESPACES.contains(&name) {
+            return Err(RegistryError::Forbidden {
+                resource: res.qualified(),
+                name: name.to_string(),
+                message: "this namespace may not be deleted".into(),
+            });
+        }
         for _ in 0..MAX_CONFLICT_RETRIES {
             let (kv, current) = self.get_kv(res, ns, name).await?;
             if let Some(uid) = &opts.precondition_uid {
@@ -847,6 +939,35 @@ impl Registry {
                     });
                 }
             }
+            // A namespace is not deleted by a DELETE but marked Terminating; the namespace
+            // controller empties it and finalizes it, which deletes it. Until then another
+            // DELETE changes nothing (`REST.Delete` in pkg/registry/core/namespace/storage).
+            if res.kind == "Namespace" && !namespace_finalizers(&current).is_empty() {
+                if is_deleting(&current) {
+                    return Ok(Deleted::Pending(current));
+                }
+                let mut marked = current.clone();
+                meta_mut(&mut marked).insert(
+                    "deletionTimestamp".into(),
+                    Value::from(format_time(self.clock.now())),
+                );
+                if !marked.get("status").is_some_and(Value::is_object) {
+                    marked["status"] = json!({});
+                }
+                marked["status"]["phase"] = Value::from(NAMESPACE_TERMINATING);
+                if opts.dry_run {
+                    return Ok(Deleted::Pending(marked));
+                }
+                match self
+                    .store
+                    .update(&kv.key, encode(&marked)?, Some(kv.mod_revision))
+                    .await
+                {
+                    Ok(kv) => return Ok(Deleted::Pending(decode(&kv)?)),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             if let Some(marked) = self.deletion_mark(res, &current, opts) {
                 if dry_run_or_same(opts.dry_run, &marked, &current) {
                     return Ok(Deleted::Pending(if opts.dry_run {
@@ -867,9 +988,6 @@ impl Registry {
             }
             if opts.dry_run {
                 return Ok(Deleted::Now(current));
-            }
-            if res.kind == "Namespace" {
-                self.delete_namespace_contents(name).await?;
             }
             match self.store.delete(&kv.key, Some(kv.mod_revision)).await {
                 Ok((_, rev)) => {
@@ -932,30 +1050,6 @@ impl Registry {
             m.insert("deletionGracePeriodSeconds".into(), Value::from(grace));
         }
         Some(marked)
-    }
-
-    /// Deletes every namespaced object in `ns` (the namespace controller's job, done
-    /// inline because nothing here takes long).
-    async fn delete_namespace_contents(&self, ns: &str) -> Result<()> {
-        for res in resources::RESOURCES
-            .iter()
-            .filter(|r| r.namespaced && r.stored)
-        {
-            let pfx = prefix(res, Some(ns));
-            loop {
-                let page = self.store.list(&pfx, None, 500, None).await?;
-                for kv in &page.items {
-                    match self.store.delete(&kv.key, None).await {
-                        Ok(_) | Err(StoreError::NotFound(_)) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                if !page.more {
-                    break;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Watches changes. `resource_version` "" or "0" first replays the current state as
@@ -1086,6 +1180,47 @@ fn finalizers(obj: &Value) -> Vec<Value> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default()
+}
+
+/// `status.phase` of a namespace that is being deleted.
+const NAMESPACE_TERMINATING: &str = "Terminating";
+
+/// A namespace's `spec.finalizers` (empty for other kinds).
+fn namespace_finalizers(obj: &Value) -> Vec<Value> {
+    obj.pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn set_namespace_finalizers(obj: &mut Value, finalizers: Option<Value>) {
+    match finalizers {
+        Some(f) => {
+            if !obj.get("spec").is_some_and(Value::is_object) {
+                obj["spec"] = json!({});
+            }
+            obj["spec"]["finalizers"] = f;
+        }
+        None => {
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("finalizers");
+            }
+        }
+    }
+}
+
+/// The refusal of a create into a terminating namespace. The name is the object's, or its
+/// generateName, or `Unknown` (`extractResourceName` in apiserver's admission errors).
+fn terminating(res: &Resource, ns: &str, obj: &Value) -> RegistryError {
+    let name = meta_str(obj, "name")
+        .filter(|n| !n.is_empty())
+        .or_else(|| meta_str(obj, "generateName").filter(|n| !n.is_empty()))
+        .unwrap_or("Unknown");
+    RegistryError::NamespaceTerminating {
+        resource: res.qualified(),
+        name: name.to_string(),
+        namespace: ns.to_string(),
+    }
 }
 
 /// A pod whose grace period has not run out stays until its node confirms it stopped.
@@ -1498,7 +1633,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn delete_preconditions_and_namespace_contents() {
+    async fn delete_preconditions() {
         let f = fixture().await;
         let ns = resources::core("namespaces");
         let cm = resources::core("configmaps");
@@ -1534,23 +1669,112 @@ mod tests {
             .await
             .unwrap();
         f.registry.delete(cm, Some("x"), "c", &right).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn namespaces_terminate_and_go_once_finalized() {
+        let f = fixture().await;
+        let ns = resources::core("namespaces");
+        let cm = resources::core("configmaps");
+        let created = f
+            .registry
+            .create(
+                ns,
+                None,
+                json!({"metadata": {"name": "x"}, "spec": {"finalizers": ["example.com/a"]}}),
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            created["spec"]["finalizers"],
+            json!(["example.com/a", "kubernetes"]),
+            "the kubernetes finalizer is always added"
+        );
         f.registry
+            .create(cm, Some("x"), json!({"metadata": {"name": "d"}}), false)
+            .await
+            .unwrap();
+        // A DELETE marks it; its content stays for the namespace controller.
+        let Deleted::Pending(marked) = f
+            .registry
+            .delete(ns, None, "x", &DeleteOptions::default())
+            .await
+            .unwrap()
+        else {
+            panic!("a namespace is not deleted at once")
+        };
+        assert_eq!(marked["status"]["phase"], "Terminating");
+        assert!(marked["metadata"]["deletionTimestamp"].is_string());
+        assert!(f.registry.get(cm, Some("x"), "d").await.is_ok());
+        // Creates are refused, with the object's name (or generateName) in the error.
+        for (body, name) in [
+            (json!({"metadata": {"name": "late"}}), "late"),
+            (json!({"metadata": {"generateName": "gen-"}}), "gen-"),
+        ] {
+            match f.registry.create(cm, Some("x"), body, false).await {
+                Err(RegistryError::NamespaceTerminating {
+                    resource,
+                    name: n,
+                    namespace,
+                }) => assert_eq!(
+                    (resource.as_str(), n.as_str(), namespace.as_str()),
+                    ("configmaps", name, "x")
+                ),
+                other => panic!("expected NamespaceTerminating, got {other:?}"),
+            }
+        }
+        // Updates of its content still work; a second DELETE changes nothing.
+        let again = f
+            .registry
             .delete(ns, None, "x", &DeleteOptions::default())
             .await
             .unwrap();
-        f.registry
-            .create(ns, None, json!({"metadata": {"name": "x"}}), false)
-            .await
-            .unwrap();
-        let left = f
+        assert!(matches!(again, Deleted::Pending(ref o) if rv(o) == rv(&marked)));
+        // A main-resource write cannot drop spec.finalizers; only finalize can.
+        let (kept, _) = f
             .registry
-            .list(cm, Some("x"), &ListOptions::default())
+            .update_with(ns, None, "x", None, false, |cur| {
+                let mut next = cur.clone();
+                next["spec"]["finalizers"] = json!([]);
+                Ok(next)
+            })
             .await
             .unwrap();
-        assert!(
-            left.items.is_empty(),
-            "a deleted namespace takes its content along"
+        assert_eq!(
+            kept["spec"]["finalizers"],
+            json!(["example.com/a", "kubernetes"])
         );
+        let finalize = |keep: Value| {
+            let registry = f.registry.clone();
+            async move {
+                registry
+                    .update_with(ns, None, "x", Some("finalize"), false, move |cur| {
+                        let mut next = cur.clone();
+                        next["spec"]["finalizers"] = keep.clone();
+                        next["metadata"]["labels"] = json!({"ignored": "yes"});
+                        Ok(next)
+                    })
+                    .await
+            }
+        };
+        let (one_left, _) = finalize(json!(["example.com/a"])).await.unwrap();
+        assert_eq!(one_left["spec"]["finalizers"], json!(["example.com/a"]));
+        assert!(one_left["metadata"]["labels"].get("ignored").is_none());
+        finalize(json!([])).await.unwrap();
+        assert!(matches!(
+            f.registry.get(ns, None, "x").await,
+            Err(RegistryError::NotFound { .. })
+        ));
+        // The namespaces Kubernetes never deletes.
+        for name in ["default", "kube-system", "kube-public"] {
+            let err = f
+                .registry
+                .delete(ns, None, name, &DeleteOptions::default())
+                .await
+                .unwrap_err();
+            assert_eq!(err.to_string(), "this namespace may not be deleted");
+        }
     }
 
     #[tokio::test]

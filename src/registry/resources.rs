@@ -176,7 +176,16 @@ pub(crate) static RESOURCES: &[Resource] = &[
         namespaced: false,
         verbs: NAMESPACE_VERBS,
         stored: true,
-        subresources: &[status_sub!("Namespace")],
+        subresources: &[
+            Subresource {
+                name: "finalize",
+                group: "",
+                version: "v1",
+                kind: "Namespace",
+                verbs: &["update"],
+            },
+            status_sub!("Namespace"),
+        ],
         field_selectors: &["status.phase"],
         name_rule: NameRule::Dns1123Label,
     },
@@ -385,11 +394,19 @@ pub(crate) fn default_on_create(res: &Resource, obj: &mut Map<String, Value>) {
                     l.insert("kubernetes.io/metadata.name".into(), Value::from(name));
                 }
             }
+            // The `kubernetes` finalizer is required, appended to any others
+            // (`namespaceStrategy.PrepareForCreate`); the namespace controller removes it.
             let spec = obj.entry("spec").or_insert_with(|| json!({}));
-            if let Some(s) = spec.as_object_mut()
-                && !s.contains_key("finalizers")
-            {
-                s.insert("finalizers".into(), json!(["kubernetes"]));
+            if let Some(s) = spec.as_object_mut() {
+                let f = s.entry("finalizers").or_insert_with(|| json!([]));
+                if !f.is_array() {
+                    *f = json!([]);
+                }
+                if let Some(list) = f.as_array_mut()
+                    && !list.iter().any(|v| v == wellknown::FINALIZER_KUBERNETES)
+                {
+                    list.push(Value::from(wellknown::FINALIZER_KUBERNETES));
+                }
             }
             obj.insert("status".into(), json!({"phase": "Active"}));
         }

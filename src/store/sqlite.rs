@@ -689,16 +689,145 @@ impl Store for SqliteStore {
             let reader = lock(&inner.reader).take();
             // Dropping the only sender ends every live watch stream.
             drop(lock(&inner.events).take());
-            if let Some(w) = writer {
-                w.conn.close().map_err(|(_, e)| e)?;
-            }
+            // 1. The reader first, so that no snapshot of ours pins the WAL.
             if let Some(r) = reader {
                 r.close().map_err(|(_, e)| e)?;
+            }
+            if let Some(w) = writer {
+                // 2. Copy every commit into the database file and cut the WAL to zero bytes:
+                //    after a clean stop, the .db file alone holds everything (a copy of it is
+                //    a complete database). Closing the last connection then removes the -wal.
+                checkpoint_truncate(&w.conn)?;
+                w.conn.close().map_err(|(_, e)| e)?;
             }
             Ok(())
         })
         .await
     }
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)`. Another process reading the database (a running
+/// `tokenwarden backup`) can keep it from finishing; that is logged, not an error: the WAL
+/// still holds the rest and the next open replays it.
+fn checkpoint_truncate(conn: &Connection) -> Result<(), StoreError> {
+    let (busy, log, done): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    if busy != 0 {
+        tracing::warn!(
+            "the WAL checkpoint at shutdown was blocked by another reader ({done} of {log} pages copied); the -wal file is kept and replayed on the next start"
+        );
+    }
+    Ok(())
+}
+
+/// What [`backup`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BackupSummary {
+    /// The store's revision in the copy.
+    pub(crate) revision: Revision,
+    /// Live keys in the copy.
+    pub(crate) keys: i64,
+    /// Size of the copy in bytes.
+    pub(crate) bytes: u64,
+}
+
+/// How long [`backup`] retries while the source is locked (a writer holding it exclusively
+/// is rare in WAL mode: only a checkpoint that truncates does, and briefly).
+const BACKUP_BUSY_FOR: Duration = Duration::from_secs(30);
+
+/// Copies the database at `src` into `out` with SQLite's online backup API (sqlite.org/backup.html),
+/// safe while a server writes to `src`: the copy is one consistent snapshot (one read
+/// transaction over the WAL, which never blocks the writer). `out` is replaced atomically, is
+/// created 0600 (it holds Secrets), and is a self-contained file in rollback-journal mode, so
+/// it can be copied anywhere; a server opening it switches it back to WAL.
+pub(crate) fn backup(src: &Path, out: &Path) -> Result<BackupSummary, StoreError> {
+    let io = |what: &str, path: &Path, e: std::io::Error| {
+        StoreError::Backend(format!("cannot {what} {}: {e}", path.display()))
+    };
+    if !src.is_file() {
+        return Err(StoreError::Backend(format!(
+            "no database at {}",
+            src.display()
+        )));
+    }
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        // 1. The temp file, private from the start (SQLite would use the umask).
+        let _ = fs::remove_file(&tmp);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io("create", &tmp, e))?;
+        // 2. Read-only on the source: the backup never writes to the server's database.
+        let from = Connection::open_with_flags(
+            src,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        from.busy_timeout(BUSY_TIMEOUT)?;
+        let mut to = Connection::open(&tmp)?;
+        {
+            // 3. All pages in one step (-1): one read transaction, so one snapshot. Smaller
+            //    steps would restart whenever the server commits between them.
+            let copy = rusqlite::backup::Backup::new(&from, &mut to)?;
+            let deadline = std::time::Instant::now() + BACKUP_BUSY_FOR;
+            loop {
+                match copy.step(-1)? {
+                    rusqlite::backup::StepResult::Done => break,
+                    _ if std::time::Instant::now() > deadline => {
+                        return Err(StoreError::Backend(format!(
+                            "{} stayed locked for {BACKUP_BUSY_FOR:?}",
+                            src.display()
+                        )));
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+        drop(from);
+        // 4. One self-contained file, checked before it replaces anything.
+        let _: String = to.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))?;
+        let check: String = to.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(StoreError::Backend(format!(
+                "the copy failed its check: {check}"
+            )));
+        }
+        let revision = head_revision(&to)?;
+        let keys: i64 = to.query_row(
+            "SELECT COUNT(*) FROM kv k WHERE k.deleted = 0
+               AND k.id = (SELECT MAX(m.id) FROM kv m WHERE m.name = k.name)",
+            [],
+            |r| r.get(0),
+        )?;
+        to.close().map_err(|(_, e)| e)?;
+        // 5. Durable, then in place: fsync the file, rename, fsync the directory.
+        fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("sync", &tmp, e))?;
+        fs::rename(&tmp, out).map_err(|e| io("rename to", out, e))?;
+        fs::File::open(dir)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("sync", dir, e))?;
+        let bytes = fs::metadata(out).map_err(|e| io("inspect", out, e))?.len();
+        Ok(BackupSummary {
+            revision,
+            keys,
+            bytes,
+        })
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// The new value written by a create or an update.
@@ -810,6 +939,62 @@ mod tests {
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(mode(&path), 0o600);
         assert!(s.get("k").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn close_leaves_everything_in_the_database_file() {
+        let (_dir, path, s) = temp_store();
+        for i in 0..20 {
+            s.create(&format!("k/{i}"), vec![i; 100]).await.unwrap();
+        }
+        let wal = path.with_file_name("store.db-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        s.close().await.unwrap();
+        let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(wal_len, 0, "the WAL is checkpointed and emptied or removed");
+        // The file alone (copied without its -wal/-shm) holds every write.
+        let copy = path.with_file_name("copy.db");
+        std::fs::copy(&path, &copy).unwrap();
+        assert_eq!(row_count(&copy), 20);
+    }
+
+    #[tokio::test]
+    async fn backup_is_a_private_self_contained_snapshot() {
+        let (dir, path, s) = temp_store();
+        for i in 0..10 {
+            s.create(&format!("k/{i}"), vec![i]).await.unwrap();
+        }
+        s.delete("k/3", None).await.unwrap();
+        let out = dir.path().join("backup.db");
+        // Taken while the store is open (a running server holds both connections).
+        let summary = backup(&path, &out).unwrap();
+        assert_eq!(summary.revision, 11);
+        assert_eq!(summary.keys, 9);
+        assert_eq!(summary.bytes, std::fs::metadata(&out).unwrap().len());
+        assert_eq!(mode(&out), 0o600);
+        assert!(!out.with_file_name("backup.db-wal").exists());
+        s.create("k/after", vec![]).await.unwrap();
+        // Opened as a store, it has the state of the moment it was taken, and takes writes.
+        let restored = SqliteStore::open(&out).unwrap();
+        assert_eq!(restored.current_revision().await.unwrap(), 11);
+        let items = restored.list("k/", None, 0, None).await.unwrap().items;
+        assert_eq!(items.len(), 9);
+        assert!(restored.get("k/after").await.unwrap().is_none());
+        assert_eq!(
+            restored.create("k/new", vec![]).await.unwrap().mod_revision,
+            12
+        );
+        // A second backup replaces the first atomically; a missing source is an error.
+        restored.close().await.unwrap();
+        assert_eq!(backup(&path, &out).unwrap().revision, 12);
+        let missing = backup(&dir.path().join("nope.db"), &out).unwrap_err();
+        assert!(missing.to_string().contains("no database at"), "{missing}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[tokio::test]

@@ -84,6 +84,16 @@ impl Server {
 
     /// Starts with extra `serve` flags and extra environment variables (kept for restarts).
     pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_prepared(args, env, |_| {})
+    }
+
+    /// Starts on a data dir that `prepare` has filled (it gets the path, which does not exist
+    /// yet): a restored backup, a directory with loose permissions.
+    pub(crate) fn start_prepared(
+        args: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> Server {
         for tool in [KUBECTL, DISPATCHER] {
             assert!(
                 Path::new(tool).exists(),
@@ -106,6 +116,7 @@ impl Server {
             env,
             child: None,
         };
+        prepare(&server.data_dir());
         server.spawn();
         server
     }
@@ -135,10 +146,7 @@ impl Server {
     /// SIGTERM, expect a clean exit, then start again on the same data dir and port.
     #[track_caller]
     pub(crate) fn restart(&mut self) {
-        let status = self.stop("-TERM");
-        if !status.success() {
-            self.fail(format!("unclean exit on SIGTERM: {status}"));
-        }
+        self.terminate();
         self.spawn();
     }
 
@@ -146,10 +154,7 @@ impl Server {
     /// (same data dir, port and environment).
     #[track_caller]
     pub(crate) fn restart_with(&mut self, args: &[&str]) {
-        let status = self.stop("-TERM");
-        if !status.success() {
-            self.fail(format!("unclean exit on SIGTERM: {status}"));
-        }
+        self.terminate();
         self.args = args.iter().map(|a| a.to_string()).collect();
         self.spawn();
     }
@@ -157,6 +162,44 @@ impl Server {
     /// A path for a test file in the temp dir, outside the data dir (not created).
     pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.root.path().join(name)
+    }
+
+    /// SIGTERM, and expect a clean exit; `start_again` brings it back.
+    #[track_caller]
+    pub(crate) fn terminate(&mut self) {
+        self.stop_cleanly("-TERM");
+    }
+
+    /// SIGINT (Ctrl-C), and expect a clean exit.
+    #[track_caller]
+    pub(crate) fn interrupt(&mut self) {
+        self.stop_cleanly("-INT");
+    }
+
+    #[track_caller]
+    fn stop_cleanly(&mut self, signal: &str) {
+        let status = self.stop(signal);
+        if !status.success() {
+            self.fail(format!("unclean exit on kill {signal}: {status}"));
+        }
+    }
+
+    /// The running server's process id.
+    #[track_caller]
+    pub(crate) fn pid(&self) -> u32 {
+        match &self.child {
+            Some(child) => child.id(),
+            None => self.fail("not running"),
+        }
+    }
+
+    /// `tokenwarden ARGS` (another subcommand, or a second `serve`), which must finish
+    /// within 60 s.
+    #[track_caller]
+    pub(crate) fn tokenwarden(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(tokenwarden_bin());
+        cmd.args(args).env_remove("TOKENWARDEN_DATA_DIR");
+        self.run(cmd, None)
     }
 
     /// SIGKILL, as a crash would; `start_again` brings it back.
