@@ -143,3 +143,24 @@ pub(crate) const AUDIT_LEGACY_TOKEN_INVALIDATED: &str =
 pub(crate) const USER_EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
 /// The username prefix of a ServiceAccount: `system:serviceaccount:<namespace>:<name>`.
 pub(crate) const SERVICE_ACCOUNT_USER_PREFIX: &str = "system:serviceaccount:";
+
+/// Metric names (exposed sample names): `telemetry` serves them, `diagnose` reads them.
+pub(crate) const SERVICEACCOUNT_LEGACY_TOKENS_TOTAL: &str = "serviceaccount_legacy_tokens_total";
+pub(crate) const SERVICEACCOUNT_STALE_TOKENS_TOTAL: &str = "serviceaccount_stale_tokens_total";
+pub(crate) const SERVICEACCOUNT_VALID_TOKENS_TOTAL: &str = "serviceaccount_valid_tokens_total";
+pub(crate) const SERVICEACCOUNT_LEGACY_AUTO_TOKEN_USES_TOTAL: &str =
+    "serviceaccount_legacy_auto_token_uses_total";
+pub(crate) const SERVICEACCOUNT_LEGACY_MANUAL_TOKEN_USES_TOTAL: &str =
+    "serviceaccount_legacy_manual_token_uses_total";
+pub(crate) const SERVICEACCOUNT_INVALID_LEGACY_AUTO_TOKEN_USES_TOTAL: &str =
+    "serviceaccount_invalid_legacy_auto_token_uses_total";
+pub(crate) const TOKENWARDEN_SERVICEACCOUNT_STALE_TOKENS_TOTAL: &str =
+    "tokenwarden_serviceaccount_stale_tokens_total";
+pub(crate) const TOKENWARDEN_SERVICEACCOUNT_LEGACY_TOKENS_TOTAL: &str =
+    "tokenwarden_serviceaccount_legacy_tokens_total";
+pub(crate) const APISERVER_REQUEST_TOTAL: &str = "apiserver_request_total";
+pub(crate) const APISERVER_REQUEST_DURATION_SECONDS: &str = "apiserver_request_duration_seconds";
+pub(crate) const AUTHENTICATION_ATTEMPTS: &str = "authentication_attempts";
+pub(crate) const AUTHENTICATION_DURATION_SECONDS: &str = "authentication_duration_seconds";
+pub(crate) const AUTHENTICATION_TOKEN_CACHE_REQUEST_TOTAL: &str =
+    "authentication_token_cache_request_total";

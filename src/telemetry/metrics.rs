@@ -63,26 +63,15 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-// Metric names (exposed sample names). The lead moves these to `wellknown`.
-pub(crate) const SERVICEACCOUNT_LEGACY_TOKENS_TOTAL: &str = "serviceaccount_legacy_tokens_total";
-pub(crate) const SERVICEACCOUNT_STALE_TOKENS_TOTAL: &str = "serviceaccount_stale_tokens_total";
-pub(crate) const SERVICEACCOUNT_VALID_TOKENS_TOTAL: &str = "serviceaccount_valid_tokens_total";
-pub(crate) const SERVICEACCOUNT_LEGACY_AUTO_TOKEN_USES_TOTAL: &str =
-    "serviceaccount_legacy_auto_token_uses_total";
-pub(crate) const SERVICEACCOUNT_LEGACY_MANUAL_TOKEN_USES_TOTAL: &str =
-    "serviceaccount_legacy_manual_token_uses_total";
-pub(crate) const SERVICEACCOUNT_INVALID_LEGACY_AUTO_TOKEN_USES_TOTAL: &str =
-    "serviceaccount_invalid_legacy_auto_token_uses_total";
-pub(crate) const TOKENWARDEN_SERVICEACCOUNT_STALE_TOKENS_TOTAL: &str =
-    "tokenwarden_serviceaccount_stale_tokens_total";
-pub(crate) const TOKENWARDEN_SERVICEACCOUNT_LEGACY_TOKENS_TOTAL: &str =
-    "tokenwarden_serviceaccount_legacy_tokens_total";
-pub(crate) const APISERVER_REQUEST_TOTAL: &str = "apiserver_request_total";
-pub(crate) const APISERVER_REQUEST_DURATION_SECONDS: &str = "apiserver_request_duration_seconds";
-pub(crate) const AUTHENTICATION_ATTEMPTS: &str = "authentication_attempts";
-pub(crate) const AUTHENTICATION_DURATION_SECONDS: &str = "authentication_duration_seconds";
-pub(crate) const AUTHENTICATION_TOKEN_CACHE_REQUEST_TOTAL: &str =
-    "authentication_token_cache_request_total";
+use crate::wellknown::{
+    APISERVER_REQUEST_DURATION_SECONDS, APISERVER_REQUEST_TOTAL, AUTHENTICATION_ATTEMPTS,
+    AUTHENTICATION_DURATION_SECONDS, AUTHENTICATION_TOKEN_CACHE_REQUEST_TOTAL,
+    SERVICEACCOUNT_INVALID_LEGACY_AUTO_TOKEN_USES_TOTAL,
+    SERVICEACCOUNT_LEGACY_AUTO_TOKEN_USES_TOTAL, SERVICEACCOUNT_LEGACY_MANUAL_TOKEN_USES_TOTAL,
+    SERVICEACCOUNT_LEGACY_TOKENS_TOTAL, SERVICEACCOUNT_STALE_TOKENS_TOTAL,
+    SERVICEACCOUNT_VALID_TOKENS_TOTAL, TOKENWARDEN_SERVICEACCOUNT_LEGACY_TOKENS_TOTAL,
+    TOKENWARDEN_SERVICEACCOUNT_STALE_TOKENS_TOTAL,
+};
 
 /// The `Content-Type` of [`Metrics::render`]'s body: Prometheus text format 0.0.4,
 /// what kube-apiserver's `/metrics` answers.
