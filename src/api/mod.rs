@@ -5,6 +5,7 @@
 mod authz;
 mod body;
 mod discovery;
+mod fieldvalidation;
 mod handlers;
 mod openapi;
 mod openapi_proto;

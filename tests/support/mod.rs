@@ -342,6 +342,98 @@ impl Server {
     }
 }
 
+/// A raw HTTPS answer (see [`Server::https`]).
+pub(crate) struct Reply {
+    /// The curl command and what it printed, for failure reports.
+    pub(crate) out: Output,
+    pub(crate) status: u16,
+    /// Response headers, names lower-cased, in order (a repeated header appears repeatedly).
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Reply {
+    /// Every value of a header.
+    pub(crate) fn header_values(&self, name: &str) -> Vec<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The first value of a header, or "".
+    pub(crate) fn header(&self, name: &str) -> &str {
+        self.header_values(name).first().copied().unwrap_or("")
+    }
+
+    /// The body as JSON (`Null` when it is not JSON).
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+}
+
+impl Server {
+    /// `METHOD path` over HTTPS with the admin token (curl, trusting the data dir's CA), extra
+    /// `Name: value` headers and an optional body. The body is kept as bytes (it may be
+    /// protobuf).
+    #[track_caller]
+    pub(crate) fn https(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: Option<&str>,
+    ) -> Reply {
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (head, data) = (
+            self.root.path().join(format!("https-{n}.head")),
+            self.root.path().join(format!("https-{n}.body")),
+        );
+        let token = or_die(
+            fs::read_to_string(self.data_dir().join("admin.token")),
+            "read admin.token",
+        );
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-X", method, "--cacert"])
+            .arg(self.data_dir().join("ca.crt"))
+            .args(["-H", &format!("Authorization: Bearer {}", token.trim())])
+            .arg("-D")
+            .arg(&head)
+            .arg("-o")
+            .arg(&data);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        if body.is_some() {
+            cmd.args(["--data-binary", "@-"]);
+        }
+        cmd.arg(format!("https://127.0.0.1:{}{path}", self.port));
+        let out = self.run(cmd, body);
+        self.check(out.success(), "curl failed", &out);
+        let head = fs::read_to_string(&head).unwrap_or_default();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let body = fs::read(&data).unwrap_or_default();
+        Reply {
+            out,
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
