@@ -253,6 +253,34 @@ fn kubectl_apply_list_roundtrip_explain_and_127_r9() {
         &out,
     );
 
+    // With /openapi/v2 served kubectl takes strategic-merge metadata from it: the schemas
+    // must carry x-kubernetes-patch-merge-key, or a removed list item would survive the
+    // server's merge by key.
+    for (which, name) in [("1.32", "merge-132"), ("1.27", "merge-127")] {
+        let sa = |secrets: &str| {
+            format!(
+                "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\nsecrets:\n{secrets}"
+            )
+        };
+        let two = s.write_file(&format!("{name}-2.yaml"), &sa("- name: a\n- name: b\n"));
+        let one = s.write_file(&format!("{name}-1.yaml"), &sa("- name: a\n"));
+        for file in [&two, &one] {
+            let out = if which == "1.27" {
+                kubectl_127(&s, &["apply", "-f", file])
+            } else {
+                s.kubectl(&["apply", "-f", file])
+            };
+            s.check(out.success(), "apply", &out);
+        }
+        let secrets = s.kubectl_ok(&["get", "sa", name, "-o", "jsonpath={.secrets}"]);
+        ensure(
+            &s,
+            secrets == r#"[{"name":"a"}]"#,
+            &format!("kubectl {which} removes a merged list item"),
+            &secrets,
+        );
+    }
+
     // kubectl 1.27: create -f, apply -f, diff.
     let cm = s.write_file(
         "cm.yaml",

@@ -7,14 +7,14 @@
 //! what is described cannot drift apart. Mirrors kube-openapi's `builder` (v2),
 //! `builder3` (v3) and `handler` (the v2 ETag and content types).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use aws_lc_rs::digest;
 use k8s_openapi::schemars::SchemaGenerator;
 use k8s_openapi::schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
-use super::openapi_proto;
+use super::{openapi_proto, patch};
 use crate::registry::resources::{self, KindVisitor, RESOURCES, Resource};
 use crate::wellknown;
 
@@ -151,6 +151,10 @@ impl Schemas {
     fn definitions(mut self) -> (Map<String, Value>, KindNames) {
         let mut defs: Map<String, Value> =
             self.generator.take_definitions(false).into_iter().collect();
+        let mut seen = HashSet::new();
+        for ((_, _, kind), name) in &self.names {
+            add_patch_extensions(&mut defs, kind, name, "", &mut seen);
+        }
         for ((group, version, kind), name) in &self.names {
             if let Some(Value::Object(d)) = defs.get_mut(name) {
                 d.insert(
@@ -161,6 +165,63 @@ impl Schemas {
         }
         sort_keys(&mut defs);
         (defs, self.names)
+    }
+}
+
+/// The definition a schema refers to (`#/definitions/<name>`), if it is a reference.
+fn definition_of(schema: &Value) -> Option<String> {
+    schema
+        .get("$ref")?
+        .as_str()?
+        .strip_prefix("#/definitions/")
+        .map(str::to_string)
+}
+
+/// Tags the lists of `kind` reachable from definition `def` (at JSON path `path`) with the
+/// strategic-merge-patch extensions kube-openapi takes from the Go struct tags
+/// (`x-kubernetes-patch-strategy`, `x-kubernetes-patch-merge-key`). A list's items add no
+/// path segment, as in the patch table.
+fn add_patch_extensions(
+    defs: &mut Map<String, Value>,
+    kind: &str,
+    def: &str,
+    path: &str,
+    seen: &mut HashSet<(String, String)>,
+) {
+    if !seen.insert((def.to_string(), path.to_string())) {
+        return;
+    }
+    let properties: Vec<(String, Value)> = defs
+        .get(def)
+        .and_then(|d| d.get("properties"))
+        .and_then(Value::as_object)
+        .map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    for (name, schema) in properties {
+        let child = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path}.{name}")
+        };
+        let next = if schema["type"] == "array" {
+            if let Some((strategy, key)) = patch::patch_extensions(kind, &child)
+                && let Some(Value::Object(prop)) = defs
+                    .get_mut(def)
+                    .and_then(|d| d.get_mut("properties"))
+                    .and_then(|p| p.get_mut(&name))
+            {
+                prop.insert("x-kubernetes-patch-strategy".into(), json!(strategy));
+                if let Some(key) = key {
+                    prop.insert("x-kubernetes-patch-merge-key".into(), json!(key));
+                }
+            }
+            definition_of(&schema["items"])
+        } else {
+            definition_of(&schema)
+        };
+        if let Some(next) = next {
+            add_patch_extensions(defs, kind, &next, &child, seen);
+        }
     }
 }
 
@@ -442,6 +503,26 @@ mod tests {
                 r.kind
             );
         }
+    }
+
+    #[test]
+    fn lists_carry_their_patch_strategy() {
+        let doc = v2();
+        let defs = &doc["definitions"];
+        let secrets = &defs["io.k8s.api.core.v1.ServiceAccount"]["properties"]["secrets"];
+        assert_eq!(secrets["x-kubernetes-patch-strategy"], "merge");
+        assert_eq!(secrets["x-kubernetes-patch-merge-key"], "name");
+        let ports = &defs["io.k8s.api.core.v1.Container"]["properties"]["ports"];
+        assert_eq!(ports["x-kubernetes-patch-merge-key"], "containerPort");
+        let volumes = &defs["io.k8s.api.core.v1.PodSpec"]["properties"]["volumes"];
+        assert_eq!(volumes["x-kubernetes-patch-strategy"], "merge,retainKeys");
+        let finalizers =
+            &defs["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]["properties"]["finalizers"];
+        assert_eq!(finalizers["x-kubernetes-patch-strategy"], "merge");
+        assert!(finalizers.get("x-kubernetes-patch-merge-key").is_none());
+        // No tag, no extension: tolerations replace.
+        let tolerations = &defs["io.k8s.api.core.v1.PodSpec"]["properties"]["tolerations"];
+        assert!(tolerations.get("x-kubernetes-patch-strategy").is_none());
     }
 
     #[test]
