@@ -452,6 +452,21 @@ fn field_validation_strict_warn_ignore_r9() {
         &cm,
     );
 
+    // A repeated YAML key is not a parse error: the last one wins, as in Go's YAML decoder.
+    let r = s.https(
+        "POST",
+        &format!("{CMS}?fieldValidation=Ignore"),
+        &["Content-Type: application/yaml"],
+        Some("metadata:\n  name: yaml-first\n  name: yaml-last\nnope: 1\n"),
+    );
+    s.check(
+        r.status == 201
+            && r.json()["metadata"]["name"] == "yaml-last"
+            && r.json().get("nope").is_none(),
+        "YAML with a repeated key",
+        &r.out,
+    );
+
     // Values are case-sensitive; anything else fails ValidateCreateOptions (422).
     for value in ["foo", "strict"] {
         let r = s.https(

@@ -21,14 +21,18 @@ use crate::wellknown;
 /// A document in one encoding, with its ETag (kube-openapi's `computeETag`: upper-case hex
 /// SHA-512 of the bytes served).
 pub(crate) struct Encoded {
-    pub(crate) body: Vec<u8>,
+    /// Shared, so that serving a document does not copy it.
+    pub(crate) body: bytes::Bytes,
     pub(crate) etag: String,
 }
 
 impl Encoded {
     fn new(body: Vec<u8>) -> Encoded {
         let etag = hex_upper(digest::digest(&digest::SHA512, &body).as_ref());
-        Encoded { body, etag }
+        Encoded {
+            body: body.into(),
+            etag,
+        }
     }
 }
 
