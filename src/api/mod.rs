@@ -673,7 +673,13 @@ fn openapi_v2(app: &AppState, headers: &HeaderMap) -> Response {
             tag == "*" || tag.trim_start_matches("W/") == etag
         });
     let mut resp = if not_modified {
-        StatusCode::NOT_MODIFIED.into_response()
+        // Go's ServeContent sends no Content-Length with a 304. An empty body would be
+        // announced as `Content-Length: 0`, which HTTP caches (kubectl's) copy onto the
+        // stored response; the length of the representation is the truthful value.
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(doc.body.len()));
+        r
     } else {
         (StatusCode::OK, doc.body.clone()).into_response()
     };
@@ -701,4 +707,31 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::
     axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| Status::too_large(limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_v2_content_negotiation() {
+        let proto = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+        assert_eq!(openapi_v2_type(""), Some((0, "application/json")));
+        assert_eq!(openapi_v2_type("*/*"), Some((0, "application/json")));
+        assert_eq!(
+            openapi_v2_type("application/com.github.proto-openapi.spec.v2@v1.0+protobuf"),
+            Some((1, proto))
+        );
+        assert_eq!(openapi_v2_type(proto), Some((2, proto)));
+        assert_eq!(
+            openapi_v2_type(&format!("application/json;q=0.5, {proto}")),
+            Some((2, proto)),
+            "higher q first"
+        );
+        assert_eq!(
+            openapi_v2_type("application/com.github.proto-openapiv2.v1.0+protobuf"),
+            None
+        );
+        assert_eq!(openapi_v2_type("text/html"), None);
+    }
 }
