@@ -487,6 +487,38 @@ fn field_validation_strict_warn_ignore_r9() {
         "YAML with a repeated key",
         &r.out,
     );
+    // Strict/Warn report it as Go's YAML decoder does, by line, before the unknown fields.
+    let yaml = "metadata:\n  name: yaml-2\n  name: yaml-3\nnope: 1\n";
+    let r = s.https(
+        "POST",
+        &format!("{CMS}?fieldValidation=Strict"),
+        &["Content-Type: application/yaml"],
+        Some(yaml),
+    );
+    assert_status(
+        &s,
+        &r,
+        400,
+        "BadRequest",
+        "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: yaml: unmarshal errors:\n  line 3: key \"name\" already set in map, unknown field \"nope\"",
+    );
+    let r = s.https(
+        "POST",
+        &format!("{CMS}?fieldValidation=Warn"),
+        &["Content-Type: application/yaml"],
+        Some(yaml),
+    );
+    ensure(
+        &s,
+        r.status == 201
+            && r.header_values("warning")
+                == [
+                    r#"299 - "line 3: key \"name\" already set in map""#,
+                    r#"299 - "unknown field \"nope\"""#,
+                ],
+        "YAML under Warn",
+        &r.out,
+    );
 
     // Values are case-sensitive; anything else fails ValidateCreateOptions (422).
     for value in ["foo", "strict"] {

@@ -428,34 +428,158 @@ pub(crate) fn check_type_meta(res: &Resource, obj: &mut Value) -> Result<(), Sta
     Ok(())
 }
 
-/// Field validation of a create or update body (`obj`, already type-checked). `raw` is the
-/// body when it was JSON, for duplicate detection and document order; YAML and protobuf
-/// bodies report unknown fields only, in path order. Returns the warnings to send.
+/// What a create or update body was, for the problems only its text shows.
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'a> {
+    /// JSON: duplicates and unknown fields in document order.
+    Json(&'a [u8]),
+    /// YAML: repeated keys as Go's YAML decoder words them, then unknown fields in key
+    /// order (the Go handlers convert YAML to JSON with sorted keys first).
+    Yaml(&'a str),
+    /// Protobuf, or anything else already decoded: unknown fields only.
+    Decoded,
+}
+
+/// Field validation of a create or update body (`obj`, already type-checked). Returns the
+/// warnings to send.
 pub(crate) fn validate_object(
     res: &Resource,
     directive: Directive,
-    raw: Option<&[u8]>,
+    source: Source<'_>,
     obj: &mut Value,
 ) -> Result<Vec<String>, Status> {
     let Some(mut unknown) = unknown_fields(res, obj) else {
         return Ok(Vec::new());
     };
-    let problems = if directive == Directive::Ignore {
-        Vec::new()
-    } else if let Some(raw) = raw {
-        let set: HashSet<Vec<Seg>> = unknown.iter().cloned().collect();
-        walk_json(raw, &set, false)
-    } else {
-        unknown.sort();
+    unknown.sort();
+    let sorted_unknowns = |unknown: &[Vec<Seg>]| -> Vec<String> {
         unknown
             .iter()
             .map(|p| format!("unknown field {}", go_quote(&format_path(p))))
             .collect()
     };
+    let problems = match (directive, source) {
+        (Directive::Ignore, _) => Vec::new(),
+        (_, Source::Json(raw)) => {
+            let set: HashSet<Vec<Seg>> = unknown.iter().cloned().collect();
+            walk_json(raw, &set, false)
+        }
+        (_, Source::Yaml(text)) => {
+            let repeated = yaml_repeated_keys(text);
+            let mut problems = Vec::new();
+            if !repeated.is_empty() {
+                problems.push(format!(
+                    "{YAML_ERRORS_PREFIX}{}",
+                    repeated
+                        .iter()
+                        .map(|line| format!("  {line}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ));
+            }
+            problems.extend(sorted_unknowns(&unknown));
+            problems
+        }
+        (_, Source::Decoded) => sorted_unknowns(&unknown),
+    };
     for path in &unknown {
         remove_path(obj, path);
     }
     finish_object(res, directive, problems)
+}
+
+/// How Go's YAML decoder begins its list of errors.
+const YAML_ERRORS_PREFIX: &str = "yaml: unmarshal errors:\n";
+
+/// The repeated keys of a YAML document in document order, as yaml.v2 reports them when
+/// decoding strictly: `line <n>: key "<k>" already set in map`, `n` being the repeat's line.
+fn yaml_repeated_keys(text: &str) -> Vec<String> {
+    /// A node's repeated keys, its own and its children's, in document order.
+    struct Repeats(Vec<String>);
+
+    impl<'de> serde::Deserialize<'de> for Repeats {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(RepeatsVisitor)
+        }
+    }
+
+    struct RepeatsVisitor;
+
+    impl<'de> Visitor<'de> for RepeatsVisitor {
+        type Value = Repeats;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a YAML node")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Repeats, E> {
+            Ok(Repeats(Vec::new()))
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Repeats, E> {
+            Ok(Repeats(Vec::new()))
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Repeats, E> {
+            Ok(Repeats(Vec::new()))
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Repeats, E> {
+            Ok(Repeats(Vec::new()))
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Repeats, E> {
+            Ok(Repeats(Vec::new()))
+        }
+        fn visit_unit<E>(self) -> Result<Repeats, E> {
+            Ok(Repeats(Vec::new()))
+        }
+        fn visit_none<E>(self) -> Result<Repeats, E> {
+            Ok(Repeats(Vec::new()))
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Repeats, D::Error> {
+            d.deserialize_any(RepeatsVisitor)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Repeats, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Repeats(inner)) = seq.next_element::<Repeats>()? {
+                out.extend(inner);
+            }
+            Ok(Repeats(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Repeats, A::Error> {
+            let mut out = Vec::new();
+            let mut seen = HashSet::new();
+            while let Some(key) = map.next_key::<serde_saphyr::Spanned<Value>>()? {
+                let shown = match &key.value {
+                    Value::String(k) => go_quote(k),
+                    other => other.to_string(),
+                };
+                if !seen.insert(shown.clone()) {
+                    out.push(format!(
+                        "line {}: key {shown} already set in map",
+                        key.referenced.line()
+                    ));
+                }
+                let Repeats(inner) = map.next_value::<Repeats>()?;
+                out.extend(inner);
+            }
+            Ok(Repeats(out))
+        }
+    }
+
+    let options = serde_saphyr::options! {
+        duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::PassThrough,
+    };
+    serde_saphyr::from_str_with_options::<Repeats>(text, options)
+        .map(|r| r.0)
+        .unwrap_or_default()
+}
+
+/// The warnings of a list of problems: a YAML error block gives one warning per line
+/// (`parseYAMLWarnings` in `handlers/rest.go`).
+fn as_warnings(problems: Vec<String>) -> Vec<String> {
+    problems
+        .into_iter()
+        .flat_map(|p| match p.strip_prefix(YAML_ERRORS_PREFIX) {
+            Some(lines) => lines.split('\n').map(|l| l.trim().to_string()).collect(),
+            None => vec![p],
+        })
+        .collect()
 }
 
 fn finish_object(
@@ -471,7 +595,7 @@ fn finish_object(
             strict_error(&problems),
             kind = res.kind
         ))),
-        Directive::Warn => Ok(problems),
+        Directive::Warn => Ok(as_warnings(problems)),
         Directive::Ignore => Ok(Vec::new()),
     }
 }
@@ -651,7 +775,8 @@ mod tests {
                                    "imagePullPolicy":"Always","imagePullPolicy":"Never"}]}}"#;
         let mut obj: Value = serde_json::from_slice(raw).unwrap();
         let res = core("pods");
-        let err = validate_object(res, Directive::Strict, Some(raw), &mut obj.clone()).unwrap_err();
+        let err = validate_object(res, Directive::Strict, Source::Json(raw), &mut obj.clone())
+            .unwrap_err();
         assert_eq!(err.code, StatusCode::BAD_REQUEST);
         assert_eq!(
             err.message,
@@ -662,7 +787,7 @@ mod tests {
              unknown field \"spec.containers[0].unknownNested\", \
              duplicate field \"spec.containers[0].imagePullPolicy\""
         );
-        let warnings = validate_object(res, Directive::Warn, Some(raw), &mut obj).unwrap();
+        let warnings = validate_object(res, Directive::Warn, Source::Json(raw), &mut obj).unwrap();
         assert_eq!(warnings.len(), 7);
         assert_eq!(warnings[1], "unknown field \"metadata.unknownMeta\"");
         // Dropped whatever the mode.
@@ -672,7 +797,7 @@ mod tests {
         assert_eq!(obj["spec"]["containers"][0]["imagePullPolicy"], "Never");
         let mut again: Value = serde_json::from_slice(raw).unwrap();
         assert!(
-            validate_object(res, Directive::Ignore, Some(raw), &mut again)
+            validate_object(res, Directive::Ignore, Source::Json(raw), &mut again)
                 .unwrap()
                 .is_empty()
         );
@@ -683,7 +808,13 @@ mod tests {
     fn map_keys_are_known_and_their_duplicates_reported() {
         let raw = br#"{"metadata":{"name":"c"},"data":{"a":"1","a":"2"}}"#;
         let mut obj: Value = serde_json::from_slice(raw).unwrap();
-        let w = validate_object(core("configmaps"), Directive::Warn, Some(raw), &mut obj).unwrap();
+        let w = validate_object(
+            core("configmaps"),
+            Directive::Warn,
+            Source::Json(raw),
+            &mut obj,
+        )
+        .unwrap();
         assert_eq!(w, ["duplicate field \"data.a\""]);
     }
 
@@ -691,7 +822,13 @@ mod tests {
     fn without_raw_json_unknowns_come_sorted() {
         let mut obj =
             json!({"metadata": {"name": "s"}, "zeta": 1, "automountServiceAcountToken": true});
-        let w = validate_object(core("serviceaccounts"), Directive::Warn, None, &mut obj).unwrap();
+        let w = validate_object(
+            core("serviceaccounts"),
+            Directive::Warn,
+            Source::Decoded,
+            &mut obj,
+        )
+        .unwrap();
         assert_eq!(
             w,
             [
@@ -700,6 +837,36 @@ mod tests {
             ]
         );
         assert_eq!(obj, json!({"metadata": {"name": "s"}}));
+    }
+
+    /// field_validation_test.go's YAML case: repeated keys with their lines (unknown ones
+    /// included), then the unknown fields sorted.
+    #[test]
+    fn yaml_bodies_report_repeated_keys_by_line() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dupename\n  name: p\n  unknownMeta: x\nspec:\n  unknownDupe: a\n  unknownDupe: b\n  containers:\n  - name: c\n    image: i\n    imagePullPolicy: Always\n    imagePullPolicy: Never\n";
+        let mut obj: Value = crate::api::body::yaml(text.as_bytes()).unwrap();
+        let res = core("pods");
+        let err = validate_object(res, Directive::Strict, Source::Yaml(text), &mut obj.clone())
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "Pod in version \"v1\" cannot be handled as a Pod: strict decoding error: yaml: unmarshal errors:\n  \
+             line 5: key \"name\" already set in map\n  line 9: key \"unknownDupe\" already set in map\n  \
+             line 14: key \"imagePullPolicy\" already set in map, unknown field \"metadata.unknownMeta\", \
+             unknown field \"spec.unknownDupe\""
+        );
+        let w = validate_object(res, Directive::Warn, Source::Yaml(text), &mut obj).unwrap();
+        assert_eq!(
+            w,
+            [
+                "line 5: key \"name\" already set in map",
+                "line 9: key \"unknownDupe\" already set in map",
+                "line 14: key \"imagePullPolicy\" already set in map",
+                "unknown field \"metadata.unknownMeta\"",
+                "unknown field \"spec.unknownDupe\"",
+            ]
+        );
+        assert_eq!(obj["metadata"]["name"], "p");
     }
 
     #[test]

@@ -263,8 +263,16 @@ async fn typed_body(
     let mut obj = body::decode(ctx.headers, &bytes)?
         .ok_or_else(|| Status::bad_request("the request body is empty"))?;
     fieldvalidation::check_type_meta(res, &mut obj)?;
-    let raw = (body::media_type(ctx.headers) == "application/json").then_some(&bytes[..]);
-    let warnings = fieldvalidation::validate_object(res, directive, raw, &mut obj)?;
+    let source = match body::media_type(ctx.headers).as_str() {
+        "application/json" => fieldvalidation::Source::Json(&bytes),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => std::str::from_utf8(&bytes)
+            .map_or(
+                fieldvalidation::Source::Decoded,
+                fieldvalidation::Source::Yaml,
+            ),
+        _ => fieldvalidation::Source::Decoded,
+    };
+    let warnings = fieldvalidation::validate_object(res, directive, source, &mut obj)?;
     Ok((obj, warnings))
 }
 
