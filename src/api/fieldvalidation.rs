@@ -9,7 +9,9 @@
 //! document order; a field both unknown and duplicated is reported once, as unknown).
 //! Expected messages follow `test/integration/apiserver/field_validation_test.go`.
 //! Unknown fields are found by decoding into the kind's k8s-openapi type through
-//! `serde_ignored`; duplicates by walking the raw JSON. Protobuf bodies cannot carry either.
+//! `serde_ignored`; duplicates by walking the raw JSON, or for YAML by the line of each
+//! repeated key (yaml.v2's wording). Protobuf bodies cannot carry either. Knows no HTTP
+//! beyond the `Status` it returns.
 
 use std::collections::HashSet;
 use std::fmt;
