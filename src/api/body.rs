@@ -60,7 +60,12 @@ pub(crate) fn yaml(bytes: &[u8]) -> Result<Value, Status> {
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|_| Status::bad_request("the body is not valid UTF-8"))?;
-    serde_saphyr::from_str::<Value>(text)
+    // A repeated key keeps its last value, as Go's YAML decoder does when not strict; field
+    // validation decides whether that is an error (`fieldvalidation`).
+    let options = serde_saphyr::options! {
+        duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::LastWins,
+    };
+    serde_saphyr::from_str_with_options::<Value>(text, options)
         .map_err(|e| Status::bad_request(format!("error converting YAML to JSON: {e}")))
 }
 
@@ -85,6 +90,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(y["b"][0], "x");
+        let dup = decode(&headers("application/yaml"), b"a: 1\na: 2\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(dup["a"], 2, "the last of repeated keys wins");
         assert!(decode(&headers("application/json"), b"").unwrap().is_none());
         let err = decode(&headers("text/html"), b"<p>").unwrap_err();
         assert_eq!(err.code.as_u16(), 415);

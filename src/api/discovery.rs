@@ -1,12 +1,10 @@
-//! Discovery and OpenAPI: `/api`, `/apis`, `/api/v1`, `/apis/<g>[/<v>]` in both the
-//! aggregated (`apidiscovery.k8s.io/v2`) and legacy forms, `/version`, and the OpenAPI
-//! v3 documents kubectl's `apply`/`create -f`/`edit` fetch before writing
-//! (`shared/reference/kubectl-wire.md` §3.2, §5.2, §5.6). All built from the resource
-//! table, so what is served and what is advertised cannot drift apart.
+//! Discovery: `/api`, `/apis`, `/api/v1`, `/apis/<g>[/<v>]` in both the aggregated
+//! (`apidiscovery.k8s.io/v2`) and legacy forms, and `/version`
+//! (`shared/reference/kubectl-wire.md` §3.2, §5.2). All built from the resource table, so
+//! what is served and what is advertised cannot drift apart. OpenAPI is in `openapi`.
 
 use std::collections::BTreeMap;
 
-use aws_lc_rs::digest;
 use serde_json::{Value, json};
 
 use crate::registry::resources::{RESOURCES, Resource};
@@ -212,140 +210,6 @@ pub(crate) fn version() -> Value {
     })
 }
 
-/// `group/version` path key of OpenAPI v3 (`api/v1`, `apis/coordination.k8s.io/v1`).
-fn openapi_key(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
-    } else {
-        format!("apis/{group}/{version}")
-    }
-}
-
-/// Every group-version with its OpenAPI v3 document and that document's hash.
-pub(crate) struct OpenApi {
-    docs: BTreeMap<String, (String, Vec<u8>)>,
-}
-
-impl OpenApi {
-    pub(crate) fn build() -> OpenApi {
-        let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
-        for (g, vs) in groups() {
-            for v in vs {
-                gvs.push((g, v));
-            }
-        }
-        let mut docs = BTreeMap::new();
-        for (g, v) in gvs {
-            let body = serde_json::to_vec(&openapi_document(g, v)).unwrap_or_default();
-            let hash = hex_upper(digest::digest(&digest::SHA512, &body).as_ref());
-            docs.insert(openapi_key(g, v), (hash, body));
-        }
-        OpenApi { docs }
-    }
-
-    /// `/openapi/v3`.
-    pub(crate) fn root(&self) -> Value {
-        let paths: serde_json::Map<String, Value> = self
-            .docs
-            .iter()
-            .map(|(k, (hash, _))| {
-                (
-                    k.clone(),
-                    json!({"serverRelativeURL": format!("/openapi/v3/{k}?hash={hash}")}),
-                )
-            })
-            .collect();
-        json!({"paths": paths})
-    }
-
-    /// The document at `/openapi/v3/<key>` and its hash.
-    pub(crate) fn document(&self, key: &str) -> Option<(&str, &[u8])> {
-        self.docs.get(key).map(|(h, b)| (h.as_str(), b.as_slice()))
-    }
-}
-
-fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
-/// A small but honest OpenAPI v3 document: every path and operation that exists, each
-/// tagged with its group-version-kind, and the `fieldValidation` parameter on writes
-/// (kubectl checks for it to decide that the server validates fields itself).
-fn openapi_document(group: &str, version: &str) -> Value {
-    let base = if group.is_empty() {
-        format!("/api/{version}")
-    } else {
-        format!("/apis/{group}/{version}")
-    };
-    let mut paths = serde_json::Map::new();
-    let param = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}, "uniqueItems": true});
-    for r in resources_of(group, version) {
-        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-        let op = |action: &str, id: String, write: bool| {
-            let mut o = json!({
-                "operationId": id,
-                "responses": {"200": {"description": "OK"}},
-                "x-kubernetes-action": action,
-                "x-kubernetes-group-version-kind": gvk,
-            });
-            if write {
-                o["parameters"] = json!([
-                    param("dryRun"),
-                    param("fieldManager"),
-                    param("fieldValidation")
-                ]);
-            }
-            o
-        };
-        let (collection, item) = if r.namespaced {
-            (
-                format!("{base}/namespaces/{{namespace}}/{}", r.plural),
-                format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural),
-            )
-        } else {
-            (
-                format!("{base}/{}", r.plural),
-                format!("{base}/{}/{{name}}", r.plural),
-            )
-        };
-        let mut coll = serde_json::Map::new();
-        if r.verbs.contains(&"list") {
-            coll.insert("get".into(), op("list", format!("list{}", r.kind), false));
-        }
-        if r.verbs.contains(&"create") {
-            coll.insert("post".into(), op("post", format!("create{}", r.kind), true));
-        }
-        // kubectl decides that the server validates fields itself by finding, for the
-        // kind, a PATCH operation that takes `fieldValidation`; without one it falls back
-        // to /openapi/v2, which is not served. Create-only kinds (the reviews) therefore
-        // list one on their collection, marked as not served.
-        if !r.verbs.contains(&"patch") {
-            let mut p = op("patch", format!("patch{}", r.kind), true);
-            p["description"] =
-                json!("not served: listed so that kubectl validates fields on the server");
-            coll.insert("patch".into(), p);
-        }
-        paths.insert(collection, Value::Object(coll));
-        if r.verbs.contains(&"get") {
-            paths.insert(
-                item,
-                json!({
-                    "get": op("get", format!("read{}", r.kind), false),
-                    "put": op("put", format!("replace{}", r.kind), true),
-                    "patch": op("patch", format!("patch{}", r.kind), true),
-                    "delete": op("delete", format!("delete{}", r.kind), false),
-                }),
-            );
-        }
-    }
-    json!({
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": wellknown::KUBE_GIT_VERSION},
-        "paths": paths,
-        "components": {"schemas": {}},
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,27 +265,6 @@ mod tests {
         assert_eq!(
             api_group("coordination.k8s.io").unwrap()["preferredVersion"]["version"],
             "v1"
-        );
-    }
-
-    #[test]
-    fn openapi_has_patch_with_field_validation() {
-        let o = OpenApi::build();
-        let root = o.root();
-        let url = root["paths"]["api/v1"]["serverRelativeURL"]
-            .as_str()
-            .unwrap();
-        assert!(url.starts_with("/openapi/v3/api/v1?hash="));
-        let (_, body) = o.document("api/v1").unwrap();
-        let doc: Value = serde_json::from_slice(body).unwrap();
-        let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/secrets/{name}"]["patch"];
-        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Secret");
-        assert!(
-            patch["parameters"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p["name"] == "fieldValidation")
         );
     }
 }

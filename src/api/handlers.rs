@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
+use super::fieldvalidation;
 use super::params::{self, ListParams, Query, WriteParams};
 use super::patch::{self, PatchType};
 use super::request::{RequestInfo, ResourceRequest};
@@ -210,6 +211,42 @@ async fn object_body(ctx: &Ctx<'_>, body: Body) -> Result<Value, Status> {
         .ok_or_else(|| Status::bad_request("the request body is empty"))
 }
 
+/// A create or update body decoded as kube-apiserver's handlers decode it: kind and
+/// apiVersion checked against the URL, field validation applied, unknown fields dropped.
+/// Returns the object and the warnings to send.
+async fn typed_body(
+    ctx: &Ctx<'_>,
+    res: &Resource,
+    body: Body,
+    w: &WriteParams,
+) -> Result<(Value, Vec<String>), Status> {
+    let directive = w.field_validation;
+    let bytes = read_body(ctx.headers, body).await?;
+    let mut obj = body::decode(ctx.headers, &bytes)?
+        .ok_or_else(|| Status::bad_request("the request body is empty"))?;
+    fieldvalidation::check_type_meta(res, &mut obj)?;
+    let source = match body::media_type(ctx.headers).as_str() {
+        "application/json" => fieldvalidation::Source::Json(&bytes),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => std::str::from_utf8(&bytes)
+            .map_or(
+                fieldvalidation::Source::Decoded,
+                fieldvalidation::Source::Yaml,
+            ),
+        _ => fieldvalidation::Source::Decoded,
+    };
+    let warnings = fieldvalidation::validate_object(res, directive, source, &mut obj)?;
+    Ok((obj, warnings))
+}
+
+/// A JSON response carrying `Warning` headers.
+fn json_warned(code: StatusCode, value: &Value, warnings: &[String]) -> Response {
+    let mut resp = json(code, value);
+    for w in warnings {
+        super::add_warning(&mut resp, w);
+    }
+    resp
+}
+
 async fn create(
     ctx: &Ctx<'_>,
     res: &Resource,
@@ -217,7 +254,7 @@ async fn create(
     w: WriteParams,
     body: Body,
 ) -> Result<Response, Status> {
-    let mut obj = object_body(ctx, body).await?;
+    let (mut obj, warnings) = typed_body(ctx, res, body, &w).await?;
     // Admission runs before the write, dry runs included, as in kube-apiserver, with
     // NamespaceLifecycle first.
     if res.kind == "Pod" {
@@ -228,7 +265,7 @@ async fn create(
             .await?;
     }
     let created = ctx.app.registry.create(res, ns, obj, w.dry_run).await?;
-    Ok(json(StatusCode::CREATED, &created))
+    Ok(json_warned(StatusCode::CREATED, &created, &warnings))
 }
 
 async fn update(
@@ -240,13 +277,13 @@ async fn update(
     w: WriteParams,
     body: Body,
 ) -> Result<Response, Status> {
-    let obj = object_body(ctx, body).await?;
+    let (obj, warnings) = typed_body(ctx, res, body, &w).await?;
     let (updated, _) = ctx
         .app
         .registry
         .update_with(res, ns, name, sub, w.dry_run, |_| Ok(obj.clone()))
         .await?;
-    Ok(json(StatusCode::OK, &updated))
+    Ok(json_warned(StatusCode::OK, &updated, &warnings))
 }
 
 async fn patch(
@@ -263,32 +300,46 @@ async fn patch(
         let accepted: Vec<&str> = PatchType::ALL.iter().map(|t| t.media_type()).collect();
         Status::unsupported_media_type(&accepted)
     })?;
+    let directive = w.field_validation;
     let bytes = read_body(ctx.headers, body).await?;
     let dry_run = w.dry_run;
     let kind = res.kind;
-    // The registry speaks RegistryError; a patch failure keeps its own Status (codes
-    // differ by cause, as in kube-apiserver's patch handler), so it is set aside here.
-    let mut patch_failure: Option<patch::PatchError> = None;
+    // The registry speaks RegistryError; a patch or field-validation failure keeps its own
+    // Status (codes differ by cause, as in kube-apiserver's patch handler), so it is set
+    // aside here.
+    let mut patch_failure: Option<Status> = None;
+    let mut warnings: Vec<String> = Vec::new();
     let result = ctx
         .app
         .registry
         .update_with(res, ns, name, sub, dry_run, |current| {
-            patch::apply(kind, current, patch_type, &bytes).map_err(|e| {
-                let err = RegistryError::BadRequest(e.to_string());
-                patch_failure = Some(e);
+            let mut fail = |status: Status| {
+                let err = RegistryError::BadRequest(status.message.clone());
+                patch_failure = Some(status);
                 err
-            })
+            };
+            let mut patched = patch::apply(kind, current, patch_type, &bytes)
+                .map_err(|e| fail(patch_status(&e)))?;
+            warnings = if patch_type == PatchType::Apply {
+                fieldvalidation::validate_apply(res, &patched).map_err(&mut fail)?;
+                Vec::new()
+            } else {
+                fieldvalidation::validate_patch(res, directive, patch_type, &bytes, &mut patched)
+                    .map_err(&mut fail)?
+            };
+            Ok(patched)
         })
         .await;
-    if let Some(e) = patch_failure.filter(|_| result.is_err()) {
-        return Err(patch_status(&e));
+    if let Some(status) = patch_failure.filter(|_| result.is_err()) {
+        return Err(status);
     }
     match result {
-        Ok((obj, _)) => Ok(json(StatusCode::OK, &obj)),
+        Ok((obj, _)) => Ok(json_warned(StatusCode::OK, &obj, &warnings)),
         // Server-side apply creates what does not exist yet.
         Err(RegistryError::NotFound { .. }) if patch_type == PatchType::Apply && sub.is_none() => {
             let mut obj = patch::apply(kind, &Value::Null, patch_type, &bytes)
                 .map_err(|e| patch_status(&e))?;
+            fieldvalidation::validate_apply(res, &obj)?;
             if obj
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
@@ -448,7 +499,8 @@ fn user_info_json(u: &UserInfo) -> Value {
 
 /// The computed, never-stored review resources.
 async fn review(ctx: &Ctx<'_>, res: &Resource, body: Body) -> Result<Response, Status> {
-    let obj = object_body(ctx, body).await?;
+    let w = WriteParams::parse(ctx.query, "CreateOptions")?;
+    let (obj, warnings) = typed_body(ctx, res, body, &w).await?;
     let now = format_time(ctx.app.registry.clock().now());
     let mut metadata = obj
         .get("metadata")
@@ -473,7 +525,7 @@ async fn review(ctx: &Ctx<'_>, res: &Resource, body: Body) -> Result<Response, S
         out["spec"] = spec.clone();
     }
     out["status"] = status;
-    Ok(json(StatusCode::CREATED, &out))
+    Ok(json_warned(StatusCode::CREATED, &out, &warnings))
 }
 
 /// `authentication.k8s.io/v1` TokenReview (`pkg/registry/authentication/tokenreview/storage.go`):

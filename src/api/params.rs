@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use super::Status;
+use super::fieldvalidation::Directive;
 use crate::registry::selectors::{FieldSelector, LabelSelector};
 use crate::registry::validation::FieldError;
 use crate::registry::{ListOptions, RegistryError, Resource};
@@ -282,9 +283,11 @@ fn validate(
 
 /// Options of a write (`CreateOptions`, `UpdateOptions`, `PatchOptions`, `DeleteOptions`
 /// as far as the query carries them).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct WriteParams {
     pub(crate) dry_run: bool,
+    /// `fieldValidation` (absent means Warn, as in kube-apiserver).
+    pub(crate) field_validation: Directive,
 }
 
 impl WriteParams {
@@ -308,6 +311,7 @@ impl WriteParams {
         }
         Ok(WriteParams {
             dry_run: !values.is_empty(),
+            field_validation: Directive::from_query(q.get("fieldValidation"), kind)?,
         })
     }
 }

@@ -381,6 +381,27 @@ fn list_strategy(kind: &str, path: &str) -> ListStrategy {
     ListStrategy::Replace
 }
 
+/// Lists whose `patchStrategy` tag also has `retainKeys` (the `"merge,retainKeys"` rows above).
+const RETAIN_KEYS_LISTS: &[(&str, &str)] =
+    &[("Pod", "spec.volumes"), ("Pod", "spec.resourceClaims")];
+
+/// The `x-kubernetes-patch-strategy` and `x-kubernetes-patch-merge-key` OpenAPI extensions
+/// of the list at `path` in `kind`, from the same table the server merges by. kubectl builds
+/// its strategic merge patches from them once `/openapi/v2` is served; without them it
+/// would treat such a list as atomic and never ask for an item's removal.
+pub(crate) fn patch_extensions(
+    kind: &str,
+    path: &str,
+) -> Option<(&'static str, Option<&'static str>)> {
+    let retain = RETAIN_KEYS_LISTS.contains(&(kind, path));
+    match list_strategy(kind, path) {
+        ListStrategy::Replace => None,
+        ListStrategy::MergeByKey(key) if retain => Some(("merge,retainKeys", Some(key))),
+        ListStrategy::MergeByKey(key) => Some(("merge", Some(key))),
+        ListStrategy::Union => Some(("merge", None)),
+    }
+}
+
 fn strategic(kind: &str, original: &Value, patch: Map<String, Value>) -> Result<Value, PatchError> {
     // The live object is always an object; anything else (Null for apply's create) is `{}`.
     let base = original.as_object().cloned().unwrap_or_default();

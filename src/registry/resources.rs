@@ -534,25 +534,64 @@ fn default_token_projections(vol: &mut Map<String, Value>) {
     }
 }
 
+/// Something done with the Rust type (k8s-openapi's struct) of a kind: the structural check
+/// below, the API's field validation and its OpenAPI schemas all go through [`with_type`],
+/// so that a kind's type is named in one place.
+pub(crate) trait KindVisitor {
+    type Output;
+    fn visit<T>(self) -> Self::Output
+    where
+        T: serde::de::DeserializeOwned + k8s_openapi::schemars::JsonSchema;
+}
+
+/// Calls `v` with the k8s-openapi type of the resource's kind, or returns `None` for a kind
+/// without one. One line per kind: a resource added to [`RESOURCES`] gets its checked
+/// decoding, field validation and OpenAPI schema from its line here.
+pub(crate) fn with_type<V: KindVisitor>(res: &Resource, v: V) -> Option<V::Output> {
+    use k8s_openapi::api::{
+        authentication::v1 as authn, authorization::v1 as authz, coordination::v1 as coord,
+        core::v1 as core, discovery::v1 as discovery,
+    };
+    Some(match (res.group, res.version, res.kind) {
+        ("", "v1", "ConfigMap") => v.visit::<core::ConfigMap>(),
+        ("", "v1", "Endpoints") => v.visit::<core::Endpoints>(),
+        ("", "v1", "Event") => v.visit::<core::Event>(),
+        ("", "v1", "Namespace") => v.visit::<core::Namespace>(),
+        ("", "v1", "Node") => v.visit::<core::Node>(),
+        ("", "v1", "Pod") => v.visit::<core::Pod>(),
+        ("", "v1", "Secret") => v.visit::<core::Secret>(),
+        ("", "v1", "Service") => v.visit::<core::Service>(),
+        ("", "v1", "ServiceAccount") => v.visit::<core::ServiceAccount>(),
+        ("authentication.k8s.io", "v1", "SelfSubjectReview") => {
+            v.visit::<authn::SelfSubjectReview>()
+        }
+        ("authentication.k8s.io", "v1", "TokenReview") => v.visit::<authn::TokenReview>(),
+        ("authorization.k8s.io", "v1", "SelfSubjectAccessReview") => {
+            v.visit::<authz::SelfSubjectAccessReview>()
+        }
+        ("coordination.k8s.io", "v1", "Lease") => v.visit::<coord::Lease>(),
+        ("discovery.k8s.io", "v1", "EndpointSlice") => v.visit::<discovery::EndpointSlice>(),
+        _ => return None,
+    })
+}
+
 /// Decodes the object into its k8s-openapi type: the same structural check the Go
 /// decoder does. The message mirrors kube-apiserver's
 /// `<Kind> in version "v1" cannot be handled as a <Kind>: <reason>`.
 pub(crate) fn typed_check(res: &Resource, obj: &Value) -> Result<(), String> {
-    use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core};
-    fn check<T: serde::de::DeserializeOwned>(obj: &Value) -> Result<(), String> {
-        T::deserialize(obj).map(|_| ()).map_err(|e| e.to_string())
+    struct Check<'a>(&'a Value);
+    impl KindVisitor for Check<'_> {
+        type Output = Result<(), String>;
+        fn visit<T>(self) -> Self::Output
+        where
+            T: serde::de::DeserializeOwned + k8s_openapi::schemars::JsonSchema,
+        {
+            T::deserialize(self.0)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
     }
-    let result = match res.kind {
-        "ConfigMap" => check::<core::ConfigMap>(obj),
-        "Event" => check::<core::Event>(obj),
-        "Namespace" => check::<core::Namespace>(obj),
-        "Node" => check::<core::Node>(obj),
-        "Pod" => check::<core::Pod>(obj),
-        "Secret" => check::<core::Secret>(obj),
-        "ServiceAccount" => check::<core::ServiceAccount>(obj),
-        "Lease" => check::<coord::Lease>(obj),
-        _ => Ok(()),
-    };
+    let result = with_type(res, Check(obj)).unwrap_or(Ok(()));
     result.map_err(|e| {
         format!(
             "{kind} in version \"{v}\" cannot be handled as a {kind}: {e}",
@@ -974,6 +1013,28 @@ mod tests {
         assert_eq!(ssr.api_version(), "authentication.k8s.io/v1");
         assert_eq!(ssr.qualified(), "selfsubjectreviews.authentication.k8s.io");
         assert!(core("pods").has_status());
+    }
+
+    #[test]
+    fn every_resource_names_its_type() {
+        struct Name;
+        impl KindVisitor for Name {
+            type Output = String;
+            fn visit<T>(self) -> String
+            where
+                T: serde::de::DeserializeOwned + k8s_openapi::schemars::JsonSchema,
+            {
+                T::schema_name().into_owned()
+            }
+        }
+        for r in RESOURCES {
+            let name = with_type(r, Name).unwrap_or_default();
+            assert!(
+                name.ends_with(&format!(".{}.{}", r.version, r.kind)),
+                "{}: {name}",
+                r.kind
+            );
+        }
     }
 
     #[test]
