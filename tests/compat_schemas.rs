@@ -10,10 +10,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{KUBECTL, Output, Reply, Server, assert_stderr_line, ensure};
-
-/// kubectl 1.27, which validates against `/openapi/v2` (protobuf) before writing.
-const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+use support::{KUBECTL, Reply, Server, assert_stderr_line, ensure};
 
 const SA_TYPO: &str = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: typo-sa\n\
                        automountServiceAcountToken: true\n";
@@ -21,18 +18,6 @@ const SA_TYPO: &str = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: 
 const LIST: &str = "apiVersion: v1\nkind: List\nitems:\n\
                     - apiVersion: v1\n  kind: ServiceAccount\n  metadata:\n    name: list-sa\n\
                     - apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: list-cm\n  data:\n    a: \"1\"\n";
-
-#[track_caller]
-fn kubectl_127(s: &Server, args: &[&str]) -> Output {
-    s.run(s.command(KUBECTL_127, &s.kubeconfig(), args), None)
-}
-
-#[track_caller]
-fn kubectl_127_ok(s: &Server, args: &[&str]) -> String {
-    let out = kubectl_127(s, args);
-    s.check(out.success(), "kubectl 1.27 failed", &out);
-    out.stdout
-}
 
 /// Unless the reply is a `Status` with this code, reason and message, fails.
 #[track_caller]
@@ -166,7 +151,7 @@ fn openapi_v2_json_protobuf_etag_and_v3_components_r9() {
         "bad-list.yaml",
         "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ServiceAccount\n  metadata:\n    name: x\n  automountServiceAcountToken: true\n",
     );
-    let out = kubectl_127(&s, &["apply", "-f", &list]);
+    let out = s.kubectl_127(&["apply", "-f", &list]);
     s.check(!out.success(), "kubectl 1.27 should refuse the List", &out);
     assert_stderr_line(
         &s,
@@ -181,8 +166,8 @@ fn openapi_v2_json_protobuf_etag_and_v3_components_r9() {
         "cached-sa.yaml",
         "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: cached\n",
     );
-    kubectl_127_ok(&s, &["apply", "-f", &sa]);
-    let out = kubectl_127(&s, &["apply", "-f", &sa, "-v=8"]);
+    s.kubectl_127_ok(&["apply", "-f", &sa]);
+    let out = s.kubectl_127(&["apply", "-f", &sa, "-v=8"]);
     let after_get = out
         .stderr
         .split("GET https://127.0.0.1")
@@ -216,7 +201,7 @@ fn kubectl_apply_list_roundtrip_explain_and_127_r9() {
         &out,
     );
     let changed = s.write_file("list2.yaml", &LIST.replace("a: \"1\"", "a: \"2\""));
-    let out = kubectl_127_ok(&s, &["apply", "-f", &changed]);
+    let out = s.kubectl_127_ok(&["apply", "-f", &changed]);
     ensure(
         &s,
         out == "serviceaccount/list-sa unchanged\nconfigmap/list-cm configured\n",
@@ -266,7 +251,7 @@ fn kubectl_apply_list_roundtrip_explain_and_127_r9() {
         "explain pod.spec.containers",
         &out,
     );
-    let out = kubectl_127_ok(&s, &["explain", "secret.type"]);
+    let out = s.kubectl_127_ok(&["explain", "secret.type"]);
     ensure(
         &s,
         support::has_line(&out, "FIELD: type <string>"),
@@ -287,7 +272,7 @@ fn kubectl_apply_list_roundtrip_explain_and_127_r9() {
         let one = s.write_file(&format!("{name}-1.yaml"), &sa("- name: a\n"));
         for file in [&two, &one] {
             let out = if which == "1.27" {
-                kubectl_127(&s, &["apply", "-f", file])
+                s.kubectl_127(&["apply", "-f", file])
             } else {
                 s.kubectl(&["apply", "-f", file])
             };
@@ -307,7 +292,7 @@ fn kubectl_apply_list_roundtrip_explain_and_127_r9() {
         "cm.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: old-cm\ndata:\n  k: v\n",
     );
-    let out = kubectl_127_ok(&s, &["create", "-f", &cm]);
+    let out = s.kubectl_127_ok(&["create", "-f", &cm]);
     ensure(
         &s,
         out == "configmap/old-cm created\n",
@@ -318,7 +303,7 @@ fn kubectl_apply_list_roundtrip_explain_and_127_r9() {
         "cm2.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: old-cm\ndata:\n  k: w\n",
     );
-    let diff = kubectl_127(&s, &["diff", "-f", &cm2]);
+    let diff = s.kubectl_127(&["diff", "-f", &cm2]);
     s.check(
         diff.status.code() == Some(1)
             && diff.stdout.contains("-  k: v")
@@ -326,13 +311,13 @@ fn kubectl_apply_list_roundtrip_explain_and_127_r9() {
         "1.27 diff shows the change (exit 1)",
         &diff,
     );
-    let out = kubectl_127(&s, &["apply", "-f", &cm2]);
+    let out = s.kubectl_127(&["apply", "-f", &cm2]);
     s.check(
         out.success() && out.stdout == "configmap/old-cm configured\n",
         "1.27 apply -f",
         &out,
     );
-    let same = kubectl_127(&s, &["diff", "-f", &cm2]);
+    let same = s.kubectl_127(&["diff", "-f", &cm2]);
     s.check(
         same.success() && same.stdout.is_empty(),
         "1.27 diff after apply: nothing",
@@ -365,7 +350,7 @@ fn field_validation_strict_warn_ignore_r9() {
         "pod.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p1\nspec:\n  containers:\n  - name: c\n    image: nginx\n    imagePullPolicyy: Always\n",
     );
-    let out = kubectl_127(&s, &["create", "-f", &pod]);
+    let out = s.kubectl_127(&["create", "-f", &pod]);
     s.check(!out.success(), "1.27 strict create must fail", &out);
     assert_stderr_line(
         &s,

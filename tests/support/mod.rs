@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 /// the matching kubectl (shared/reference/kubectl-wire.md §0).
 pub(crate) const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
 pub(crate) const DISPATCHER: &str = "/usr/bin/kubectl";
+/// kubectl 1.27, the oldest minor here: it validates against `/openapi/v2` (protobuf) only.
+pub(crate) const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -337,6 +339,20 @@ impl Server {
         let mut cmd = self.command(KUBECTL, &self.kubeconfig(), args);
         cmd.arg(format!("--token={token}"));
         self.run(cmd, None)
+    }
+
+    /// kubectl 1.27 (see [`KUBECTL_127`]).
+    #[track_caller]
+    pub(crate) fn kubectl_127(&self, args: &[&str]) -> Output {
+        self.run(self.command(KUBECTL_127, &self.kubeconfig(), args), None)
+    }
+
+    /// kubectl 1.27 that must succeed; returns its stdout.
+    #[track_caller]
+    pub(crate) fn kubectl_127_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl_127(args);
+        self.check(out.success(), "kubectl 1.27 failed", &out);
+        out.stdout
     }
 
     /// kubectl 1.32 that must succeed; returns its stdout.
