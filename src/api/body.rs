@@ -1,11 +1,13 @@
 //! Request bodies to JSON objects, by Content-Type: JSON, YAML, and the Kubernetes
 //! protobuf envelope kubectl's typed commands send (`shared/reference/kubectl-wire.md` §0.2).
 
+use axum::body::Body;
 use http::{HeaderMap, header};
 use serde_json::Value;
 
 use super::Status;
 use super::protobuf::{self, ProtobufError};
+use crate::wellknown;
 
 const ACCEPTED: &[&str] = &[
     "application/json",
@@ -67,6 +69,21 @@ pub(crate) fn yaml(bytes: &[u8]) -> Result<Value, Status> {
     };
     serde_saphyr::from_str_with_options::<Value>(text, options)
         .map_err(|e| Status::bad_request(format!("error converting YAML to JSON: {e}")))
+}
+
+/// Reads a request body, refusing more than the Kubernetes limit.
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Status> {
+    let limit = wellknown::MAX_REQUEST_BYTES;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Status::too_large(limit));
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Status::too_large(limit))
 }
 
 #[cfg(test)]

@@ -8,12 +8,13 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
+use super::body::read_body;
 use super::fieldvalidation;
 use super::params::{self, ListParams, Query, WriteParams};
 use super::patch::{self, PatchType};
 use super::request::{RequestInfo, ResourceRequest};
 use super::table::{self, IncludeObject};
-use super::{AppState, Status, authz, body, json, json_typed, read_body, watch};
+use super::{AppState, Status, authz, body, json, json_typed, watch};
 use crate::clock::format_time;
 use crate::registry::selectors::FieldSelector;
 use crate::registry::{DeleteOptions, Deleted, ListOptions, RegistryError, Resource, resources};

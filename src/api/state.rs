@@ -1,0 +1,90 @@
+//! The state every request shares, and the configuration `cli` builds for the server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{inflight, openapi};
+use crate::admission::{AutomountMode, ServiceAccountAdmission};
+use crate::registry::Registry;
+use crate::telemetry::audit::AuditLog;
+use crate::telemetry::metrics::Metrics;
+use crate::tokens::issuer::Issuer;
+use crate::tokens::{AuthenticatorChain, oidc};
+
+/// What the server needs to run; built by `cli`.
+pub(crate) struct ServerConfig {
+    pub(crate) bind: SocketAddr,
+    pub(crate) tls: rustls::ServerConfig,
+    /// How long SIGTERM waits for open requests before closing connections.
+    pub(crate) shutdown_grace: Duration,
+    /// Connections open at once; more are closed as they arrive.
+    pub(crate) max_connections: usize,
+    /// `--max-requests-inflight` (read-only) and `--max-mutating-requests-inflight`; 0: no limit.
+    pub(crate) max_requests_inflight: usize,
+    pub(crate) max_mutating_requests_inflight: usize,
+}
+
+/// Shared state of every request handler.
+pub(crate) struct AppState {
+    pub(crate) registry: Registry,
+    pub(crate) authn: AuthenticatorChain,
+    pub(crate) openapi: openapi::OpenApi,
+    /// `host:port` advertised in legacy `/api` discovery.
+    pub(crate) server_address: String,
+    /// Flips to true when the server shuts down, so that watches end.
+    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Issues TokenRequests; `None` when no signing key is configured.
+    pub(crate) issuer: Option<Arc<Issuer>>,
+    /// `--api-audiences`, the default audiences of a TokenReview.
+    pub(crate) api_audiences: Vec<String>,
+    /// OIDC discovery documents; `None` when the issuer is not an https URL.
+    pub(crate) oidc: Option<oidc::Discovery>,
+    /// Whether anonymous clients may read the OIDC documents.
+    pub(crate) anonymous_oidc: bool,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) audit: Option<Arc<AuditLog>>,
+    /// ServiceAccount admission of new Pods.
+    pub(crate) admission: ServiceAccountAdmission,
+    /// The max-in-flight pools (set from [`ServerConfig`] when serving starts).
+    pub(super) inflight: inflight::InFlight,
+}
+
+/// The parts of [`AppState`] that `cli` wires in beyond the basics.
+pub(crate) struct TokenServices {
+    pub(crate) issuer: Option<Arc<Issuer>>,
+    pub(crate) api_audiences: Vec<String>,
+    pub(crate) oidc: Option<oidc::Discovery>,
+    pub(crate) anonymous_oidc: bool,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) audit: Option<Arc<AuditLog>>,
+    pub(crate) automount: AutomountMode,
+}
+
+impl AppState {
+    pub(crate) fn new(
+        registry: Registry,
+        authn: AuthenticatorChain,
+        server_address: String,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        tokens: TokenServices,
+    ) -> Self {
+        AppState {
+            admission: ServiceAccountAdmission::new(registry.clone(), tokens.automount),
+            registry,
+            authn,
+            openapi: openapi::OpenApi::build(),
+            server_address,
+            shutdown,
+            issuer: tokens.issuer,
+            api_audiences: tokens.api_audiences,
+            oidc: tokens.oidc,
+            anonymous_oidc: tokens.anonymous_oidc,
+            metrics: tokens.metrics,
+            audit: tokens.audit,
+            inflight: inflight::InFlight::new(0, 0),
+        }
+    }
+}
+
+pub(crate) type App = Arc<AppState>;
