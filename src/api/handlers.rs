@@ -13,7 +13,7 @@ use super::fieldvalidation;
 use super::params::{self, ListParams, Query, WriteParams};
 use super::patch::{self, PatchType};
 use super::request::{RequestInfo, ResourceRequest};
-use super::table::{self, IncludeObject};
+use super::response::TableFormat;
 use super::{AppState, Status, authz, body, json, json_typed, watch};
 use crate::clock::format_time;
 use crate::registry::selectors::FieldSelector;
@@ -26,53 +26,6 @@ pub(crate) struct Ctx<'a> {
     pub(crate) user: &'a UserInfo,
     pub(crate) headers: &'a HeaderMap,
     pub(crate) query: &'a Query,
-}
-
-/// Which Table version the client asked for, if any (`as=Table;g=meta.k8s.io;v=v1`).
-fn wants_table(headers: &HeaderMap) -> Option<&'static str> {
-    let accept = headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())?;
-    for part in accept.split(',') {
-        let p = part.replace(' ', "");
-        if p.contains("as=Table") && p.contains("g=meta.k8s.io") {
-            if p.contains("v=v1beta1") {
-                return Some("v1beta1");
-            }
-            if p.contains("v=v1") {
-                return Some("v1");
-            }
-        }
-    }
-    None
-}
-
-/// Table rendering chosen for a read: version and what each row carries.
-#[derive(Clone, Copy)]
-pub(crate) struct TableFormat {
-    version: &'static str,
-    include: IncludeObject,
-}
-
-impl TableFormat {
-    pub(crate) fn from_request(ctx: &Ctx<'_>) -> Result<Option<TableFormat>, Status> {
-        let Some(version) = wants_table(ctx.headers) else {
-            return Ok(None);
-        };
-        let include =
-            IncludeObject::parse(ctx.query.get("includeObject")).map_err(Status::bad_request)?;
-        Ok(Some(TableFormat { version, include }))
-    }
-
-    pub(crate) fn render(&self, kind: &str, objects: &[Value], now: jiff::Timestamp) -> Value {
-        let mut t = table::table(kind, objects, now, self.include);
-        t["apiVersion"] = json!(format!("meta.k8s.io/{}", self.version));
-        t
-    }
-
-    pub(crate) fn content_type(&self) -> String {
-        format!("application/json;as=Table;v={};g=meta.k8s.io", self.version)
-    }
 }
 
 pub(crate) async fn handle(ctx: Ctx<'_>, r: &ResourceRequest, body: Body) -> Response {
@@ -136,7 +89,9 @@ async fn handle_inner(ctx: &Ctx<'_>, r: &ResourceRequest, body: Body) -> Result<
                         .map_err(Status::bad_request)?
                         .and(p.options.field_selector);
             }
-            watch::start(ctx, res, ns, p).await
+            let table = TableFormat::from_request(ctx.headers, ctx.query)?;
+            let registry = ctx.app.registry.clone();
+            watch::start(registry, ctx.app.shutdown.clone(), res, ns, p, table).await
         }
         "create" => create(ctx, res, ns, write()?, body).await,
         "update" => update(ctx, res, ns, name, sub, write()?, body).await,
@@ -161,7 +116,7 @@ async fn get(
     name: &str,
 ) -> Result<Response, Status> {
     let obj = ctx.app.registry.get(res, ns, name).await?;
-    match TableFormat::from_request(ctx)? {
+    match TableFormat::from_request(ctx.headers, ctx.query)? {
         Some(t) => {
             let mut table = t.render(
                 res.kind,
@@ -193,7 +148,7 @@ async fn list(
     if let Some(c) = &page.continue_token {
         metadata["continue"] = json!(c);
     }
-    match TableFormat::from_request(ctx)? {
+    match TableFormat::from_request(ctx.headers, ctx.query)? {
         Some(t) => {
             let mut table = t.render(res.kind, &page.items, ctx.app.registry.clock().now());
             table["metadata"] = metadata;
@@ -649,22 +604,6 @@ fn access_review(user: &UserInfo, spec: Option<&Value>) -> Result<Value, Status>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    #[test]
-    fn table_accept() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            http::header::ACCEPT,
-            HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"),
-        );
-        assert_eq!(wants_table(&h), Some("v1"));
-        h.insert(
-            http::header::ACCEPT,
-            HeaderValue::from_static("application/json"),
-        );
-        assert_eq!(wants_table(&h), None);
-    }
 
     #[test]
     fn can_i() {

@@ -7,7 +7,11 @@ use std::collections::BTreeMap;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use super::Status;
+use super::params::Query;
+use super::table::{self, IncludeObject};
 
 /// Audit annotations a handler adds to its request's audit event (carried in the
 /// response's extensions).
@@ -86,4 +90,76 @@ pub(super) async fn indent_json(response: Response) -> Response {
         None => bytes,
     };
     Response::from_parts(parts, Body::from(out))
+}
+
+/// Which Table version the client asked for, if any (`as=Table;g=meta.k8s.io;v=v1`).
+fn wants_table(headers: &HeaderMap) -> Option<&'static str> {
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())?;
+    for part in accept.split(',') {
+        let p = part.replace(' ', "");
+        if p.contains("as=Table") && p.contains("g=meta.k8s.io") {
+            if p.contains("v=v1beta1") {
+                return Some("v1beta1");
+            }
+            if p.contains("v=v1") {
+                return Some("v1");
+            }
+        }
+    }
+    None
+}
+
+/// Table rendering chosen for a read: version and what each row carries.
+#[derive(Clone, Copy)]
+pub(crate) struct TableFormat {
+    version: &'static str,
+    include: IncludeObject,
+}
+
+impl TableFormat {
+    /// The Table asked for by `Accept` (`as=Table;g=meta.k8s.io;v=v1`) and
+    /// `?includeObject=`, if any.
+    pub(crate) fn from_request(
+        headers: &HeaderMap,
+        query: &Query,
+    ) -> Result<Option<TableFormat>, Status> {
+        let Some(version) = wants_table(headers) else {
+            return Ok(None);
+        };
+        let include =
+            IncludeObject::parse(query.get("includeObject")).map_err(Status::bad_request)?;
+        Ok(Some(TableFormat { version, include }))
+    }
+
+    pub(crate) fn render(&self, kind: &str, objects: &[Value], now: jiff::Timestamp) -> Value {
+        let mut t = table::table(kind, objects, now, self.include);
+        t["apiVersion"] = json!(format!("meta.k8s.io/{}", self.version));
+        t
+    }
+
+    pub(crate) fn content_type(&self) -> String {
+        format!("application/json;as=Table;v={};g=meta.k8s.io", self.version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_accept() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"),
+        );
+        assert_eq!(wants_table(&h), Some("v1"));
+        h.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
+        assert_eq!(wants_table(&h), None);
+    }
 }

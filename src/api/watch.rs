@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Status;
-use super::handlers::{Ctx, TableFormat};
 use super::params::ListParams;
+use super::response::TableFormat;
 use crate::registry::{EventType, Registry, Resource};
 
 /// How often an idle watch that asked for bookmarks gets one.
@@ -35,16 +35,18 @@ fn line(kind: &str, object: &Value) -> bytes::Bytes {
     bytes::Bytes::from(v)
 }
 
+/// Starts a watch of `res` (in `ns`) with already-parsed parameters; `shutdown` turns true
+/// when the server stops, which ends the stream.
 pub(crate) async fn start(
-    ctx: &Ctx<'_>,
+    registry: Registry,
+    shutdown: tokio::sync::watch::Receiver<bool>,
     res: &'static Resource,
     ns: Option<&str>,
     params: ListParams,
+    table: Option<TableFormat>,
 ) -> Result<Response, Status> {
-    let table = TableFormat::from_request(ctx)?;
     let timeout = params.timeout.unwrap_or_else(default_timeout);
     let bookmarks = params.allow_watch_bookmarks;
-    let registry = ctx.app.registry.clone();
     let start_rv = match params.resource_version.filter(|rv| *rv > 0) {
         Some(rv) => rv,
         None => registry.current_revision().await?,
@@ -52,7 +54,7 @@ pub(crate) async fn start(
     let opts = params.options;
     let stream = registry.watch(res, ns, &opts).await?;
     let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
-    let mut shutdown = ctx.app.shutdown.clone();
+    let mut shutdown = shutdown;
     tokio::spawn(pump(
         registry,
         res,
