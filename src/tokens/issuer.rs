@@ -1,49 +1,31 @@
 //! TokenRequest: issuing bound service-account tokens (`POST
 //! .../serviceaccounts/{name}/token`), in the order of kube-apiserver's
 //! `pkg/registry/core/serviceaccount/storage/token.go` (see
-//! `shared/reference/k8s-sa-token-facts.md` §4): look up the ServiceAccount, default the
-//! audiences and the expiration, validate, check the bound object, shorten to the maximum
-//! with a warning, extend the 3607 s admission token for old clients, sign.
+//! `shared/reference/k8s-sa-token-facts.md` §4): look up the ServiceAccount, validate,
+//! resolve the bound object, let `tokens::claims` apply the lifetime rules and write the
+//! claims, sign.
+//!
+//! This file does the lookups and the error texts of each step; every lifetime rule and
+//! constant lives in `tokens::claims`, which is pure. It knows no HTTP.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::claims::{BoundClaims, NodeRef, ObjectRef};
+use super::claims::{self, Binding, BoundRequest, BoundToken, ExpirationError, NodeRef, ObjectRef};
 use super::jws;
 use super::keys::KeySet;
 use super::lookup::{self, Kind, ObjectLookup};
 use crate::clock::{SharedClock, format_time};
 use crate::registry::RegistryError;
 use crate::registry::validation::FieldError;
+use crate::wellknown;
 
-/// `WarnOnlyBoundTokenExpirationSeconds`: the admission plugin's token lifetime, and the
-/// trigger of the extension.
-pub(crate) const WARN_ONLY_EXPIRATION_SECONDS: i64 = 3607;
-/// `ExpirationExtensionSeconds`: one year.
-pub(crate) const EXTENDED_EXPIRATION_SECONDS: i64 = 365 * 24 * 3600;
-/// The default lifetime of a requested token.
-pub(crate) const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
-/// Kubernetes' floor of token lifetimes.
-pub(crate) const MIN_EXPIRATION_SECONDS: i64 = 600;
-const MAX_EXPIRATION_SECONDS: i64 = 1 << 32;
-
-/// Issuance settings (kube-apiserver's `--service-account-*` flags).
-#[derive(Debug, Clone)]
-pub(crate) struct IssuerConfig {
-    /// Every accepted issuer; the first one signs.
-    pub(crate) issuers: Vec<String>,
-    /// `--api-audiences`: the default audiences of a token and the audiences requests need.
-    pub(crate) api_audiences: Vec<String>,
-    /// `--service-account-max-token-expiration` in seconds (None: no maximum).
-    pub(crate) max_expiration_seconds: Option<i64>,
-    /// `--service-account-extend-token-expiration`.
-    pub(crate) extend_expiration: bool,
-    /// The shortest lifetime a request may ask for: 600 s, lower only under
-    /// `--testing-min-token-expiration`.
-    pub(crate) min_expiration_seconds: i64,
-}
+/// The issuance settings are the claims builder's rules; `cli` builds them under this path.
+pub(crate) use super::claims::IssuerConfig;
+/// The name `cli` reads the 10-minute floor by; one definition, in `wellknown`.
+pub(crate) use crate::wellknown::MIN_TOKEN_EXPIRATION_SECONDS as MIN_EXPIRATION_SECONDS;
 
 /// A freshly issued token and what the response carries besides it.
 #[derive(Debug)]
@@ -78,6 +60,14 @@ fn invalid(causes: Vec<FieldError>) -> RegistryError {
     }
 }
 
+fn expiration_invalid(e: ExpirationError) -> RegistryError {
+    invalid(vec![FieldError::invalid(
+        "spec.expirationSeconds",
+        Value::from(e.requested()),
+        e.to_string(),
+    )])
+}
+
 fn not_found(resource: &str, name: &str) -> RegistryError {
     RegistryError::NotFound {
         resource: resource.to_string(),
@@ -87,6 +77,111 @@ fn not_found(resource: &str, name: &str) -> RegistryError {
 
 fn lookup_error(e: lookup::LookupError) -> RegistryError {
     RegistryError::Internal(e.to_string())
+}
+
+/// Steps 1–2: the body may name the ServiceAccount, but only the one in the URL.
+fn check_names(body: &Value, namespace: &str, name: &str) -> Result<(), RegistryError> {
+    for (field, want) in [("name", name), ("namespace", namespace)] {
+        if let Some(v) = body
+            .pointer(&format!("/metadata/{field}"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            && v != want
+        {
+            return Err(invalid(vec![FieldError::invalid(
+                format!("metadata.{field}"),
+                Value::from(v),
+                format!("must match the service account {field} if specified"),
+            )]));
+        }
+    }
+    Ok(())
+}
+
+/// The parts of the request's `spec` the issuer reads.
+struct Spec {
+    audiences: Vec<String>,
+    expiration_seconds: Option<i64>,
+    bound_ref: Option<Value>,
+}
+
+impl Spec {
+    fn decode(body: &Value) -> Result<Spec, RegistryError> {
+        let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
+        let audiences = spec
+            .get("audiences")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let expiration_seconds = match spec.get("expirationSeconds") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_i64().ok_or_else(|| {
+                RegistryError::BadRequest("TokenRequest in version \"v1\" cannot be handled as a TokenRequest: spec.expirationSeconds must be an integer".into())
+            })?),
+        };
+        let bound_ref = spec
+            .get("boundObjectRef")
+            .filter(|v| v.is_object())
+            .cloned();
+        Ok(Spec {
+            audiences,
+            expiration_seconds,
+            bound_ref,
+        })
+    }
+}
+
+/// Step 12's response: the spec as defaulted and shortened, the status with the token and
+/// the expiry the response reports (never the extended one).
+fn response(
+    namespace: &str,
+    name: &str,
+    token: &BoundToken,
+    signed: String,
+    bound_ref: Option<Value>,
+) -> Result<Value, RegistryError> {
+    let now = token.claims.issued_at;
+    let issued_at =
+        jiff::Timestamp::from_second(now).map_err(|e| RegistryError::Internal(e.to_string()))?;
+    let expires = jiff::Timestamp::from_second(now + token.expiration_seconds)
+        .map_err(|e| RegistryError::Internal(e.to_string()))?;
+    Ok(json!({
+        "kind": "TokenRequest",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": format_time(issued_at)},
+        "spec": {
+            "audiences": token.claims.audiences,
+            "expirationSeconds": token.expiration_seconds,
+            "boundObjectRef": bound_ref.unwrap_or(Value::Null),
+        },
+        "status": {"token": signed, "expirationTimestamp": format_time(expires)},
+    }))
+}
+
+/// Step 9's kinds: only Pod, Secret and Node of the core group; kube-apiserver ignores the
+/// version, but names it in the error.
+fn bound_kind(kind_name: &str, api_version: &str) -> Result<Kind, RegistryError> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    match (group, kind_name) {
+        ("", "Pod") => Ok(Kind::Pod),
+        ("", "Secret") => Ok(Kind::Secret),
+        ("", "Node") => Ok(Kind::Node),
+        _ => {
+            let gvk = if group.is_empty() {
+                format!("/{version}, Kind={kind_name}")
+            } else {
+                format!("{group}/{version}, Kind={kind_name}")
+            };
+            Err(RegistryError::BadRequest(format!(
+                "cannot bind token to object of type {gvk}"
+            )))
+        }
+    }
 }
 
 impl Issuer {
@@ -112,149 +207,59 @@ impl Issuer {
                 "no service-account signing key is configured".into(),
             ));
         };
-        // 1–2. The body may name the ServiceAccount, but only the one in the URL.
-        for (field, want) in [("name", name), ("namespace", namespace)] {
-            if let Some(v) = body
-                .pointer(&format!("/metadata/{field}"))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                && v != want
-            {
-                return Err(invalid(vec![FieldError::invalid(
-                    format!("metadata.{field}"),
-                    Value::from(v),
-                    format!("must match the service account {field} if specified"),
-                )]));
-            }
-        }
+        check_names(body, namespace, name)?;
         // 3. The ServiceAccount must exist.
         let sa = objects
             .get(Kind::ServiceAccount, namespace, name)
             .await
             .map_err(lookup_error)?
             .ok_or_else(|| not_found("serviceaccounts", name))?;
-        let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
-        // 5–6. Defaults: the API audiences and one hour.
-        let mut audiences: Vec<String> = spec
-            .get("audiences")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if audiences.is_empty() {
-            audiences = self.config.api_audiences.clone();
-        }
-        let requested = match spec.get("expirationSeconds") {
-            None | Some(Value::Null) => DEFAULT_EXPIRATION_SECONDS,
-            Some(v) => v.as_i64().ok_or_else(|| {
-                RegistryError::BadRequest("TokenRequest in version \"v1\" cannot be handled as a TokenRequest: spec.expirationSeconds must be an integer".into())
-            })?,
-        };
-        // 7. Static validation.
-        if requested < self.config.min_expiration_seconds {
-            return Err(invalid(vec![FieldError::invalid(
-                "spec.expirationSeconds",
-                Value::from(requested),
-                "may not specify a duration less than 10 minutes",
-            )]));
-        }
-        if requested > MAX_EXPIRATION_SECONDS {
-            return Err(invalid(vec![FieldError::invalid(
-                "spec.expirationSeconds",
-                Value::from(requested),
-                "may not specify a duration larger than 2^32 seconds",
-            )]));
-        }
+        // 5–7. Defaults and static validation.
+        let spec = Spec::decode(body)?;
+        let audiences = claims::request_audiences(&self.config, spec.audiences);
+        let expiration_seconds =
+            claims::requested_expiration(&self.config, spec.expiration_seconds)
+                .map_err(expiration_invalid)?;
         // 9. The bound object.
-        let bound_ref = spec.get("boundObjectRef").filter(|v| v.is_object());
-        let mut binding = Binding::default();
-        if let Some(r) = bound_ref {
-            binding = self.bind(objects, namespace, name, r).await?;
-        }
-        // 10. The maximum shortens, never fails.
-        let mut warnings = Vec::new();
-        let mut expiration = requested;
-        if let Some(max) = self.config.max_expiration_seconds
-            && expiration > max
-        {
-            warnings.push(format!(
-                "requested expiration of {expiration} seconds shortened to {max} seconds"
-            ));
-            expiration = max;
-        }
-        // 11. The admission-injected 3607 s token is valid for a year (capped by the
-        // maximum) for clients that never reload it, with `warnafter` marking when its
-        // use becomes stale.
-        let now = self.clock.now().as_second();
-        let extend = self.config.extend_expiration
-            && binding.pod.is_some()
-            && expiration == WARN_ONLY_EXPIRATION_SECONDS
-            && audiences
-                .iter()
-                .all(|a| self.config.api_audiences.contains(a));
-        let (lifetime, warn_after) = if extend {
-            let extended = self
-                .config
-                .max_expiration_seconds
-                .map_or(EXTENDED_EXPIRATION_SECONDS, |m| {
-                    m.clamp(WARN_ONLY_EXPIRATION_SECONDS, EXTENDED_EXPIRATION_SECONDS)
-                });
-            (extended, Some(now + WARN_ONLY_EXPIRATION_SECONDS))
-        } else {
-            (expiration, None)
+        let binding = match &spec.bound_ref {
+            Some(r) => self.bind(objects, namespace, name, r).await?,
+            None => Binding::default(),
         };
+        // 10–11. The lifetime rules and the claims.
         let jti = uuid::Uuid::new_v4().to_string();
-        let claims = BoundClaims {
-            issuer: self.config.issuers.first().cloned().unwrap_or_default(),
-            audiences: audiences.clone(),
-            issued_at: now,
-            expires_at: now + lifetime,
-            jti: Some(jti.clone()),
+        let request = BoundRequest {
             namespace: namespace.to_string(),
             service_account: ObjectRef {
                 name: name.to_string(),
                 uid: lookup::uid(&sa).to_string(),
             },
-            pod: binding.pod,
-            secret: binding.secret,
-            node: binding.node,
-            warn_after,
+            audiences,
+            expiration_seconds,
+            binding,
         };
-        // 12. Sign; the status reports the requested (not the extended) expiry.
-        let token = jws::sign(signing, &claims.to_json())
-            .map_err(|e| RegistryError::Internal(e.to_string()))?;
-        let issued_at = jiff::Timestamp::from_second(now)
-            .map_err(|e| RegistryError::Internal(e.to_string()))?;
-        let expires = jiff::Timestamp::from_second(now + expiration)
-            .map_err(|e| RegistryError::Internal(e.to_string()))?;
-        let response = json!({
-            "kind": "TokenRequest",
-            "apiVersion": "authentication.k8s.io/v1",
-            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": format_time(issued_at)},
-            "spec": {
-                "audiences": audiences,
-                "expirationSeconds": expiration,
-                "boundObjectRef": bound_ref.cloned().unwrap_or(Value::Null),
-            },
-            "status": {"token": token, "expirationTimestamp": format_time(expires)},
-        });
-        let mut annotations = BTreeMap::new();
-        annotations.insert(
-            "authentication.kubernetes.io/issued-credential-id".to_string(),
-            format!("JTI={jti}"),
+        let token = claims::bound_token(
+            &self.config,
+            request,
+            self.clock.now().as_second(),
+            jti.clone(),
         );
+        // 12. Sign.
+        let signed = jws::sign(signing, &token.claims.to_json())
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let response = response(namespace, name, &token, signed, spec.bound_ref)?;
+        let annotations = BTreeMap::from([(
+            wellknown::AUDIT_ISSUED_CREDENTIAL_ID.to_string(),
+            format!("JTI={jti}"),
+        )]);
         Ok(Issued {
             response,
-            warnings,
+            warnings: token.warnings,
             annotations,
         })
     }
 
-    /// Resolves `boundObjectRef` to the objects the token names.
+    /// Step 9: resolves `boundObjectRef` to the objects the token names. The object must
+    /// exist and, when the reference names a uid, be that one.
     async fn bind(
         &self,
         objects: &dyn ObjectLookup,
@@ -263,26 +268,8 @@ impl Issuer {
         r: &Value,
     ) -> Result<Binding, RegistryError> {
         let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default();
-        let (kind_name, api_version, name, want_uid) =
-            (s("kind"), s("apiVersion"), s("name"), s("uid"));
-        // Only the group counts; kube-apiserver ignores the version.
-        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-        let kind = match (group, kind_name) {
-            ("", "Pod") => Kind::Pod,
-            ("", "Secret") => Kind::Secret,
-            ("", "Node") => Kind::Node,
-            _ => {
-                let version = api_version.rsplit_once('/').map_or(api_version, |(_, v)| v);
-                let gvk = if group.is_empty() {
-                    format!("/{version}, Kind={kind_name}")
-                } else {
-                    format!("{group}/{version}, Kind={kind_name}")
-                };
-                return Err(RegistryError::BadRequest(format!(
-                    "cannot bind token to object of type {gvk}"
-                )));
-            }
-        };
+        let (kind_name, name, want_uid) = (s("kind"), s("name"), s("uid"));
+        let kind = bound_kind(kind_name, s("apiVersion"))?;
         let obj = objects
             .get(kind, namespace, name)
             .await
@@ -302,55 +289,60 @@ impl Issuer {
             name: name.to_string(),
             uid: live_uid,
         };
-        let mut binding = Binding::default();
         match kind {
-            Kind::Pod => {
-                let pod_sa = obj
-                    .pointer("/spec/serviceAccountName")
-                    .and_then(Value::as_str)
-                    .unwrap_or("default");
-                if pod_sa != sa_name {
-                    return Err(RegistryError::BadRequest(format!(
-                        "cannot bind token for serviceaccount {sa_name:?} to pod running with different serviceaccount name."
-                    )));
-                }
-                // A scheduled pod's token also names its node; a missing Node gives the name only.
-                if let Some(node_name) = obj
-                    .pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .filter(|n| !n.is_empty())
-                {
-                    let node = objects
-                        .get(Kind::Node, "", node_name)
-                        .await
-                        .map_err(lookup_error)?;
-                    binding.node = Some(NodeRef {
-                        name: node_name.to_string(),
-                        uid: node
-                            .map(|n| lookup::uid(&n).to_string())
-                            .filter(|u| !u.is_empty()),
-                    });
-                }
-                binding.pod = Some(me);
-            }
-            Kind::Secret => binding.secret = Some(me),
-            Kind::Node => {
-                binding.node = Some(NodeRef {
+            Kind::Pod => pod_binding(objects, sa_name, &obj, me).await,
+            Kind::Secret => Ok(Binding {
+                secret: Some(me),
+                ..Binding::default()
+            }),
+            Kind::Node => Ok(Binding {
+                node: Some(NodeRef {
                     name: me.name,
                     uid: Some(me.uid),
-                })
-            }
-            Kind::ServiceAccount => {}
+                }),
+                ..Binding::default()
+            }),
+            Kind::ServiceAccount => Ok(Binding::default()),
         }
-        Ok(binding)
     }
 }
 
-#[derive(Debug, Default)]
-struct Binding {
-    pod: Option<ObjectRef>,
-    secret: Option<ObjectRef>,
-    node: Option<NodeRef>,
+/// A pod runs as the token's ServiceAccount; a scheduled pod's token also names its node,
+/// by name only when the Node is missing.
+async fn pod_binding(
+    objects: &dyn ObjectLookup,
+    sa_name: &str,
+    pod: &Value,
+    me: ObjectRef,
+) -> Result<Binding, RegistryError> {
+    let pod_sa = pod
+        .pointer("/spec/serviceAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or(wellknown::DEFAULT_SERVICE_ACCOUNT);
+    if pod_sa != sa_name {
+        return Err(RegistryError::BadRequest(format!(
+            "cannot bind token for serviceaccount {sa_name:?} to pod running with different serviceaccount name."
+        )));
+    }
+    let mut binding = Binding::default();
+    if let Some(node_name) = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        let node = objects
+            .get(Kind::Node, "", node_name)
+            .await
+            .map_err(lookup_error)?;
+        binding.node = Some(NodeRef {
+            name: node_name.to_string(),
+            uid: node
+                .map(|n| lookup::uid(&n).to_string())
+                .filter(|u| !u.is_empty()),
+        });
+    }
+    binding.pod = Some(me);
+    Ok(binding)
 }
 
 #[cfg(test)]
@@ -613,7 +605,7 @@ pub(crate) mod tests {
         let c = payload(&out.response);
         assert_eq!(
             c["exp"].as_i64().unwrap() - NOW,
-            EXTENDED_EXPIRATION_SECONDS
+            wellknown::TOKEN_EXPIRATION_EXTENSION_SECONDS
         );
         assert_eq!(c["kubernetes.io"]["warnafter"], NOW + 3607);
         // The status still says 3607 s, which is what kubelet refreshes on.
