@@ -27,7 +27,7 @@ use crate::registry::{
     random_suffix, resources,
 };
 use crate::tokens::claims::LegacyClaims;
-use crate::tokens::jws;
+use crate::tokens::issuer::Signer;
 use crate::wellknown;
 
 /// What a queued event names. A Secret key carries the ServiceAccount it named, so that a
@@ -54,6 +54,8 @@ pub(crate) enum TokenKey {
 pub(crate) struct TokensController {
     registry: Registry,
     config: Arc<ControllerConfig>,
+    /// The token signer TokenRequest uses too, over the configured key set.
+    signer: Signer,
 }
 
 /// kube's `GenerateName` keeps base + suffix within 253 characters.
@@ -125,7 +127,12 @@ impl Needs {
 
 impl TokensController {
     pub(crate) fn new(registry: Registry, config: Arc<ControllerConfig>) -> Self {
-        TokensController { registry, config }
+        let signer = Signer::new(config.keys.clone());
+        TokensController {
+            registry,
+            config,
+            signer,
+        }
     }
 
     fn needs(&self, secret: &Value) -> Needs {
@@ -144,18 +151,15 @@ impl TokensController {
         sa_uid: &str,
         secret_name: &str,
     ) -> Result<String, ControllerError> {
-        let key = self
-            .config
-            .keys
-            .signing()
-            .ok_or_else(|| ControllerError::Sign("no signing key is configured".into()))?;
         let claims = LegacyClaims {
             namespace: ns.to_string(),
             service_account_name: sa_name.to_string(),
             service_account_uid: sa_uid.to_string(),
             secret_name: secret_name.to_string(),
         };
-        jws::sign(key, &claims.to_json()).map_err(|e| ControllerError::Sign(e.to_string()))
+        self.signer
+            .sign_legacy(&claims)
+            .map_err(|e| ControllerError::Sign(e.to_string()))
     }
 
     async fn list_token_secrets(&self, ns: &str) -> Result<Vec<Value>, RegistryError> {
@@ -547,6 +551,8 @@ mod tests {
     use super::super::testing::*;
     use super::*;
     use crate::tokens::claims::LegacyClaims;
+    // Only to check what the signer wrote: the controller itself never touches JWS.
+    use crate::tokens::jws;
 
     fn controller(rig: &Rig) -> TokensController {
         TokensController::new(rig.registry.clone(), rig.config.clone())

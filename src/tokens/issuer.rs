@@ -1,19 +1,24 @@
-//! TokenRequest: issuing bound service-account tokens (`POST
+//! The one signer of service-account tokens, and TokenRequest: issuing bound service-account tokens (`POST
 //! .../serviceaccounts/{name}/token`), in the order of kube-apiserver's
 //! `pkg/registry/core/serviceaccount/storage/token.go` (see
 //! `shared/reference/k8s-sa-token-facts.md` §4): look up the ServiceAccount, validate,
 //! resolve the bound object, let `tokens::claims` apply the lifetime rules and write the
 //! claims, sign.
 //!
-//! This file does the lookups and the error texts of each step; every lifetime rule and
-//! constant lives in `tokens::claims`, which is pure. It knows no HTTP.
+//! [`Signer`] (jwt.go's `TokenGenerator`) signs both bound tokens and the legacy Secret tokens
+//! of the token controller, so the signing key is reached in one place. [`Issuer`] does the
+//! lookups and the error texts of each TokenRequest step; every lifetime rule and constant
+//! lives in `tokens::claims`, which is pure. It knows no HTTP.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::claims::{self, Binding, BoundRequest, BoundToken, ExpirationError, NodeRef, ObjectRef};
+use super::claims::{
+    self, Binding, BoundClaims, BoundRequest, BoundToken, ExpirationError, LegacyClaims, NodeRef,
+    ObjectRef,
+};
 use super::jws;
 use super::keys::KeySet;
 use super::lookup::{self, Kind, ObjectLookup};
@@ -27,6 +32,55 @@ pub(crate) use super::claims::IssuerConfig;
 /// The name `cli` reads the 10-minute floor by; one definition, in `wellknown`.
 pub(crate) use crate::wellknown::MIN_TOKEN_EXPIRATION_SECONDS as MIN_EXPIRATION_SECONDS;
 
+/// Why a token could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SignError {
+    #[error("no service-account signing key is configured")]
+    NoKey,
+    #[error(transparent)]
+    Jws(#[from] jws::JwsError),
+}
+
+/// Signs service-account tokens with the key set's signing key (jwt.go `JWTTokenGenerator`),
+/// for the TokenRequest issuer and the legacy token controller alike. It takes typed claims
+/// only, so nothing but a token payload is ever signed with the key.
+#[derive(Clone)]
+pub(crate) struct Signer {
+    keys: Arc<KeySet>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    pub(crate) fn new(keys: Arc<KeySet>) -> Self {
+        Signer { keys }
+    }
+
+    /// Whether a signing key is configured (verification-only key sets have none).
+    pub(crate) fn can_sign(&self) -> bool {
+        self.keys.signing().is_some()
+    }
+
+    /// A bound (TokenRequest) token.
+    pub(crate) fn sign_bound(&self, claims: &BoundClaims) -> Result<String, SignError> {
+        self.sign(&claims.to_json())
+    }
+
+    /// A legacy Secret token (tokens_controller.go `generateTokenIfNeeded`).
+    pub(crate) fn sign_legacy(&self, claims: &LegacyClaims) -> Result<String, SignError> {
+        self.sign(&claims.to_json())
+    }
+
+    fn sign(&self, payload: &Value) -> Result<String, SignError> {
+        let key = self.keys.signing().ok_or(SignError::NoKey)?;
+        Ok(jws::sign(key, payload)?)
+    }
+}
+
 /// A freshly issued token and what the response carries besides it.
 #[derive(Debug)]
 pub(crate) struct Issued {
@@ -36,10 +90,10 @@ pub(crate) struct Issued {
     pub(crate) annotations: BTreeMap<String, String>,
 }
 
-/// Signs bound tokens.
+/// Issues bound tokens (token.go `TokenREST`).
 pub(crate) struct Issuer {
     config: IssuerConfig,
-    keys: Arc<KeySet>,
+    signer: Signer,
     clock: SharedClock,
 }
 
@@ -188,7 +242,7 @@ impl Issuer {
     pub(crate) fn new(config: IssuerConfig, keys: Arc<KeySet>, clock: SharedClock) -> Self {
         Issuer {
             config,
-            keys,
+            signer: Signer::new(keys),
             clock,
         }
     }
@@ -202,11 +256,10 @@ impl Issuer {
         name: &str,
         body: &Value,
     ) -> Result<Issued, RegistryError> {
-        let Some(signing) = self.keys.signing() else {
-            return Err(RegistryError::Internal(
-                "no service-account signing key is configured".into(),
-            ));
-        };
+        // Without a key nothing can be issued; say so before any validation.
+        if !self.signer.can_sign() {
+            return Err(RegistryError::Internal(SignError::NoKey.to_string()));
+        }
         check_names(body, namespace, name)?;
         // 3. The ServiceAccount must exist.
         let sa = objects
@@ -244,7 +297,9 @@ impl Issuer {
             jti.clone(),
         );
         // 12. Sign.
-        let signed = jws::sign(signing, &token.claims.to_json())
+        let signed = self
+            .signer
+            .sign_bound(&token.claims)
             .map_err(|e| RegistryError::Internal(e.to_string()))?;
         let response = response(namespace, name, &token, signed, spec.bound_ref)?;
         let annotations = BTreeMap::from([(
