@@ -13,7 +13,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use k8s_openapi::api::authentication::v1::{
+    BoundObjectReference, TokenRequest, TokenRequestSpec, TokenRequestStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use serde_json::Value;
 
 use super::claims::{
     self, Binding, BoundClaims, BoundRequest, BoundToken, ExpirationError, LegacyClaims, NodeRef,
@@ -22,7 +26,7 @@ use super::claims::{
 use super::jws;
 use super::keys::KeySet;
 use super::lookup::{self, Kind, ObjectLookup};
-use crate::clock::{SharedClock, format_time};
+use crate::clock::SharedClock;
 use crate::registry::RegistryError;
 use crate::registry::validation::FieldError;
 use crate::wellknown;
@@ -85,7 +89,7 @@ impl Signer {
 #[derive(Debug)]
 pub(crate) struct Issued {
     /// The TokenRequest to send back (with `status.token`).
-    pub(crate) response: Value,
+    pub(crate) response: TokenRequest,
     pub(crate) warnings: Vec<String>,
     pub(crate) annotations: BTreeMap<String, String>,
 }
@@ -133,13 +137,14 @@ fn lookup_error(e: lookup::LookupError) -> RegistryError {
     RegistryError::Internal(e.to_string())
 }
 
-/// Steps 1–2: the body may name the ServiceAccount, but only the one in the URL.
-fn check_names(body: &Value, namespace: &str, name: &str) -> Result<(), RegistryError> {
-    for (field, want) in [("name", name), ("namespace", namespace)] {
-        if let Some(v) = body
-            .pointer(&format!("/metadata/{field}"))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
+/// Steps 1–2: the request may name the ServiceAccount, but only the one in the URL.
+fn check_names(req: &TokenRequest, namespace: &str, name: &str) -> Result<(), RegistryError> {
+    let meta = &req.metadata;
+    for (field, given, want) in [
+        ("name", &meta.name, name),
+        ("namespace", &meta.namespace, namespace),
+    ] {
+        if let Some(v) = given.as_deref().filter(|s| !s.is_empty())
             && v != want
         {
             return Err(invalid(vec![FieldError::invalid(
@@ -152,44 +157,6 @@ fn check_names(body: &Value, namespace: &str, name: &str) -> Result<(), Registry
     Ok(())
 }
 
-/// The parts of the request's `spec` the issuer reads.
-struct Spec {
-    audiences: Vec<String>,
-    expiration_seconds: Option<i64>,
-    bound_ref: Option<Value>,
-}
-
-impl Spec {
-    fn decode(body: &Value) -> Result<Spec, RegistryError> {
-        let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
-        let audiences = spec
-            .get("audiences")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let expiration_seconds = match spec.get("expirationSeconds") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_i64().ok_or_else(|| {
-                RegistryError::BadRequest("TokenRequest in version \"v1\" cannot be handled as a TokenRequest: spec.expirationSeconds must be an integer".into())
-            })?),
-        };
-        let bound_ref = spec
-            .get("boundObjectRef")
-            .filter(|v| v.is_object())
-            .cloned();
-        Ok(Spec {
-            audiences,
-            expiration_seconds,
-            bound_ref,
-        })
-    }
-}
-
 /// Step 12's response: the spec as defaulted and shortened, the status with the token and
 /// the expiry the response reports (never the extended one).
 fn response(
@@ -197,24 +164,32 @@ fn response(
     name: &str,
     token: &BoundToken,
     signed: String,
-    bound_ref: Option<Value>,
-) -> Result<Value, RegistryError> {
+    bound_ref: Option<BoundObjectReference>,
+) -> Result<TokenRequest, RegistryError> {
+    let at = |seconds: i64| {
+        jiff::Timestamp::from_second(seconds)
+            .map(Time)
+            .map_err(|e| RegistryError::Internal(e.to_string()))
+    };
     let now = token.claims.issued_at;
-    let issued_at =
-        jiff::Timestamp::from_second(now).map_err(|e| RegistryError::Internal(e.to_string()))?;
-    let expires = jiff::Timestamp::from_second(now + token.expiration_seconds)
-        .map_err(|e| RegistryError::Internal(e.to_string()))?;
-    Ok(json!({
-        "kind": "TokenRequest",
-        "apiVersion": "authentication.k8s.io/v1",
-        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": format_time(issued_at)},
-        "spec": {
-            "audiences": token.claims.audiences,
-            "expirationSeconds": token.expiration_seconds,
-            "boundObjectRef": bound_ref.unwrap_or(Value::Null),
+    Ok(TokenRequest {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            creation_timestamp: Some(at(now)?),
+            ..ObjectMeta::default()
         },
-        "status": {"token": signed, "expirationTimestamp": format_time(expires)},
-    }))
+        spec: Some(TokenRequestSpec {
+            audiences: Some(token.claims.audiences.clone()),
+            expiration_seconds: Some(token.expiration_seconds),
+            bound_object_ref: bound_ref,
+            attestations: None,
+        }),
+        status: Some(TokenRequestStatus {
+            token: Some(signed),
+            expiration_timestamp: Some(at(now + token.expiration_seconds)?),
+        }),
+    })
 }
 
 /// Step 9's kinds: only Pod, Secret and Node of the core group; kube-apiserver ignores the
@@ -247,20 +222,19 @@ impl Issuer {
         }
     }
 
-    /// Handles one TokenRequest for ServiceAccount `namespace/name`. `body` is the
-    /// decoded request (JSON wire form).
+    /// Handles one TokenRequest for ServiceAccount `namespace/name`.
     pub(crate) async fn request(
         &self,
         objects: &dyn ObjectLookup,
         namespace: &str,
         name: &str,
-        body: &Value,
+        req: &TokenRequest,
     ) -> Result<Issued, RegistryError> {
         // Without a key nothing can be issued; say so before any validation.
         if !self.signer.can_sign() {
             return Err(RegistryError::Internal(SignError::NoKey.to_string()));
         }
-        check_names(body, namespace, name)?;
+        check_names(req, namespace, name)?;
         // 3. The ServiceAccount must exist.
         let sa = objects
             .get(Kind::ServiceAccount, namespace, name)
@@ -268,13 +242,13 @@ impl Issuer {
             .map_err(lookup_error)?
             .ok_or_else(|| not_found("serviceaccounts", name))?;
         // 5–7. Defaults and static validation.
-        let spec = Spec::decode(body)?;
-        let audiences = claims::request_audiences(&self.config, spec.audiences);
+        let spec = req.spec.clone().unwrap_or_default();
+        let audiences = claims::request_audiences(&self.config, spec.audiences.unwrap_or_default());
         let expiration_seconds =
             claims::requested_expiration(&self.config, spec.expiration_seconds)
                 .map_err(expiration_invalid)?;
         // 9. The bound object.
-        let binding = match &spec.bound_ref {
+        let binding = match &spec.bound_object_ref {
             Some(r) => self.bind(objects, namespace, name, r).await?,
             None => Binding::default(),
         };
@@ -301,7 +275,7 @@ impl Issuer {
             .signer
             .sign_bound(&token.claims)
             .map_err(|e| RegistryError::Internal(e.to_string()))?;
-        let response = response(namespace, name, &token, signed, spec.bound_ref)?;
+        let response = response(namespace, name, &token, signed, spec.bound_object_ref)?;
         let annotations = BTreeMap::from([(
             wellknown::AUDIT_ISSUED_CREDENTIAL_ID.to_string(),
             format!("JTI={jti}"),
@@ -320,11 +294,13 @@ impl Issuer {
         objects: &dyn ObjectLookup,
         namespace: &str,
         sa_name: &str,
-        r: &Value,
+        r: &BoundObjectReference,
     ) -> Result<Binding, RegistryError> {
-        let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default();
-        let (kind_name, name, want_uid) = (s("kind"), s("name"), s("uid"));
-        let kind = bound_kind(kind_name, s("apiVersion"))?;
+        fn s(field: &Option<String>) -> &str {
+            field.as_deref().unwrap_or_default()
+        }
+        let (kind_name, name, want_uid) = (s(&r.kind), s(&r.name), s(&r.uid));
+        let kind = bound_kind(kind_name, s(&r.api_version))?;
         let obj = objects
             .get(kind, namespace, name)
             .await
@@ -405,6 +381,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::clock::FakeClock;
     use crate::tokens::keys::{SigningKey, generate_rsa_2048_pem};
+    use serde_json::json;
     use std::collections::HashMap;
     use std::sync::Mutex;
 
@@ -483,6 +460,33 @@ pub(crate) mod tests {
         (issuer, objects, keys)
     }
 
+    /// The issued token with the response as JSON, for tests that write requests and read
+    /// responses as clients do.
+    #[derive(Debug)]
+    pub(crate) struct IssuedJson {
+        pub(crate) response: Value,
+        pub(crate) warnings: Vec<String>,
+        pub(crate) annotations: BTreeMap<String, String>,
+    }
+
+    impl Issuer {
+        pub(crate) async fn request_json(
+            &self,
+            objects: &dyn ObjectLookup,
+            namespace: &str,
+            name: &str,
+            body: &Value,
+        ) -> Result<IssuedJson, RegistryError> {
+            let req: TokenRequest = serde_json::from_value(body.clone()).unwrap();
+            let out = self.request(objects, namespace, name, &req).await?;
+            Ok(IssuedJson {
+                response: serde_json::to_value(&out.response).unwrap(),
+                warnings: out.warnings,
+                annotations: out.annotations,
+            })
+        }
+    }
+
     fn payload(resp: &Value) -> Value {
         let token = resp["status"]["token"].as_str().unwrap();
         jws::decode(token).unwrap().claims
@@ -492,7 +496,7 @@ pub(crate) mod tests {
     async fn defaults_to_an_hour_and_the_api_audiences() {
         let (issuer, objects, keys) = setup(None);
         let out = issuer
-            .request(&objects, "default", "example-sa", &json!({"spec": {}}))
+            .request_json(&objects, "default", "example-sa", &json!({"spec": {}}))
             .await
             .unwrap();
         let r = &out.response;
@@ -524,7 +528,7 @@ pub(crate) mod tests {
     async fn validation_messages() {
         let (issuer, objects, _) = setup(None);
         let err = issuer
-            .request(
+            .request_json(
                 &objects,
                 "default",
                 "example-sa",
@@ -551,14 +555,14 @@ pub(crate) mod tests {
             other => panic!("{other:?}"),
         }
         let err = issuer
-            .request(&objects, "default", "nope", &json!({}))
+            .request_json(&objects, "default", "nope", &json!({}))
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "serviceaccounts \"nope\" not found");
         let big = json!({"spec": {"expirationSeconds": 4_294_967_297_i64}});
         assert!(matches!(
             issuer
-                .request(&objects, "default", "example-sa", &big)
+                .request_json(&objects, "default", "example-sa", &big)
                 .await,
             Err(RegistryError::Invalid { .. })
         ));
@@ -570,7 +574,7 @@ pub(crate) mod tests {
         let body =
             json!({"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p1"}}});
         let out = issuer
-            .request(&objects, "default", "example-sa", &body)
+            .request_json(&objects, "default", "example-sa", &body)
             .await
             .unwrap();
         let k = &payload(&out.response)["kubernetes.io"];
@@ -578,7 +582,7 @@ pub(crate) mod tests {
         assert_eq!(k["node"], json!({"name": "node-a", "uid": "node-uid"}));
         objects.remove(Kind::Node, "", "node-a");
         let out = issuer
-            .request(&objects, "default", "example-sa", &body)
+            .request_json(&objects, "default", "example-sa", &body)
             .await
             .unwrap();
         assert_eq!(
@@ -592,7 +596,7 @@ pub(crate) mod tests {
             json!({"metadata": {"name": "other", "uid": "o"}}),
         );
         let err = issuer
-            .request(&objects, "default", "other", &body)
+            .request_json(&objects, "default", "other", &body)
             .await
             .unwrap_err();
         assert_eq!(
@@ -601,14 +605,14 @@ pub(crate) mod tests {
         );
         let wrong_uid = json!({"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p1", "uid": "old"}}});
         let err = issuer
-            .request(&objects, "default", "example-sa", &wrong_uid)
+            .request_json(&objects, "default", "example-sa", &wrong_uid)
             .await
             .unwrap_err();
         assert!(matches!(err, RegistryError::Conflict { .. }), "{err:?}");
         let missing = json!({"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "nope"}}});
         assert_eq!(
             issuer
-                .request(&objects, "default", "example-sa", &missing)
+                .request_json(&objects, "default", "example-sa", &missing)
                 .await
                 .unwrap_err()
                 .to_string(),
@@ -617,7 +621,7 @@ pub(crate) mod tests {
         let deploy = json!({"spec": {"boundObjectRef": {"kind": "Deployment", "apiVersion": "apps/v1", "name": "d"}}});
         assert_eq!(
             issuer
-                .request(&objects, "default", "example-sa", &deploy)
+                .request_json(&objects, "default", "example-sa", &deploy)
                 .await
                 .unwrap_err()
                 .to_string(),
@@ -630,7 +634,7 @@ pub(crate) mod tests {
         let (issuer, objects, _) = setup(None);
         let body = json!({"spec": {"boundObjectRef": {"kind": "Secret", "apiVersion": "v1", "name": "s1"}}});
         let out = issuer
-            .request(&objects, "default", "example-sa", &body)
+            .request_json(&objects, "default", "example-sa", &body)
             .await
             .unwrap();
         assert_eq!(
@@ -639,7 +643,7 @@ pub(crate) mod tests {
         );
         let body = json!({"spec": {"boundObjectRef": {"kind": "Node", "apiVersion": "v1", "name": "node-a"}}});
         let out = issuer
-            .request(&objects, "default", "example-sa", &body)
+            .request_json(&objects, "default", "example-sa", &body)
             .await
             .unwrap();
         assert_eq!(
@@ -654,7 +658,7 @@ pub(crate) mod tests {
         let pod = json!({"kind": "Pod", "apiVersion": "v1", "name": "p1"});
         let body = json!({"spec": {"expirationSeconds": 3607, "boundObjectRef": pod}});
         let out = issuer
-            .request(&objects, "default", "example-sa", &body)
+            .request_json(&objects, "default", "example-sa", &body)
             .await
             .unwrap();
         let c = payload(&out.response);
@@ -675,7 +679,7 @@ pub(crate) mod tests {
             json!({"spec": {"expirationSeconds": 3607, "boundObjectRef": pod, "audiences": ["vault"]}}),
         ] {
             let out = issuer
-                .request(&objects, "default", "example-sa", &body)
+                .request_json(&objects, "default", "example-sa", &body)
                 .await
                 .unwrap();
             let c = payload(&out.response);
@@ -688,7 +692,7 @@ pub(crate) mod tests {
     async fn the_maximum_shortens_with_a_warning() {
         let (issuer, objects, _) = setup(Some(7200));
         let out = issuer
-            .request(
+            .request_json(
                 &objects,
                 "default",
                 "example-sa",
@@ -703,7 +707,7 @@ pub(crate) mod tests {
         );
         let pod = json!({"kind": "Pod", "apiVersion": "v1", "name": "p1"});
         let out = issuer
-            .request(
+            .request_json(
                 &objects,
                 "default",
                 "example-sa",
@@ -723,7 +727,7 @@ pub(crate) mod tests {
     async fn body_may_not_name_another_account() {
         let (issuer, objects, _) = setup(None);
         let err = issuer
-            .request(
+            .request_json(
                 &objects,
                 "default",
                 "example-sa",
@@ -734,7 +738,7 @@ pub(crate) mod tests {
         assert!(matches!(err, RegistryError::Invalid { .. }));
         assert!(
             issuer
-                .request(
+                .request_json(
                     &objects,
                     "default",
                     "example-sa",
