@@ -367,6 +367,66 @@ impl TokensController {
         }
     }
 
+    /// A new token Secret `secret_name` of the ServiceAccount, with its token, namespace and
+    /// (when configured) CA.
+    fn token_secret(
+        &self,
+        ns: &str,
+        secret_name: &str,
+        sa_name: &str,
+        sa_uid: &str,
+        token: &str,
+    ) -> Value {
+        let mut data = Map::new();
+        data.insert(wellknown::SECRET_KEY_TOKEN.into(), b64(token.as_bytes()));
+        data.insert(wellknown::SECRET_KEY_NAMESPACE.into(), b64(ns.as_bytes()));
+        if !self.config.ca_pem.is_empty() {
+            data.insert(
+                wellknown::SECRET_KEY_CA_CRT.into(),
+                b64(self.config.ca_pem.as_bytes()),
+            );
+        }
+        json!({
+            "metadata": {
+                "name": secret_name,
+                "annotations": {
+                    wellknown::ANNOTATION_SA_NAME: sa_name,
+                    wellknown::ANNOTATION_SA_UID: sa_uid,
+                },
+            },
+            "type": wellknown::SECRET_TYPE_SA_TOKEN,
+            "data": data,
+        })
+    }
+
+    /// Appends `secret_name` to the `.secrets` of the ServiceAccount we read, checking its
+    /// resourceVersion: any change since means our view is stale (a Conflict).
+    async fn reference(&self, sa: &Value, secret_name: &str) -> Result<(), RegistryError> {
+        let sa_rv = meta_str(sa, "resourceVersion")
+            .unwrap_or_default()
+            .to_string();
+        self.registry
+            .update_with(
+                service_accounts(),
+                Some(namespace(sa)),
+                name(sa),
+                None,
+                false,
+                |cur| {
+                    let mut next = cur.clone();
+                    next["metadata"]["resourceVersion"] = Value::from(sa_rv.as_str());
+                    let entry = json!({"name": secret_name});
+                    match next.get_mut("secrets").and_then(Value::as_array_mut) {
+                        Some(refs) => refs.push(entry),
+                        None => next["secrets"] = json!([entry]),
+                    }
+                    Ok(next)
+                },
+            )
+            .await
+            .map(|_| ())
+    }
+
     /// tokens_controller.go `ensureReferencedToken` (before 1.24): at least one token
     /// Secret of this ServiceAccount is listed in its `.secrets`.
     async fn ensure_referenced_token(&self, sa: &Value) -> Result<(), ControllerError> {
@@ -387,26 +447,7 @@ impl TokensController {
         base.truncate(MAX_GENERATED_BASE);
         let secret_name = format!("{base}{}", random_suffix(5));
         let token = self.sign(&ns, &sa_name, &sa_uid, &secret_name)?;
-        let mut data = Map::new();
-        data.insert(wellknown::SECRET_KEY_TOKEN.into(), b64(token.as_bytes()));
-        data.insert(wellknown::SECRET_KEY_NAMESPACE.into(), b64(ns.as_bytes()));
-        if !self.config.ca_pem.is_empty() {
-            data.insert(
-                wellknown::SECRET_KEY_CA_CRT.into(),
-                b64(self.config.ca_pem.as_bytes()),
-            );
-        }
-        let body = json!({
-            "metadata": {
-                "name": secret_name,
-                "annotations": {
-                    wellknown::ANNOTATION_SA_NAME: sa_name,
-                    wellknown::ANNOTATION_SA_UID: sa_uid,
-                },
-            },
-            "type": wellknown::SECRET_TYPE_SA_TOKEN,
-            "data": data,
-        });
+        let body = self.token_secret(&ns, &secret_name, &sa_name, &sa_uid, &token);
         let created = match self
             .registry
             .create(secrets(), Some(&ns), body, false)
@@ -421,32 +462,7 @@ impl TokensController {
             // AlreadyExists (a suffix collision) and the rest: retried with a new name.
             Err(e) => return Err(e.into()),
         };
-        // Append to the ServiceAccount we read, checking its resourceVersion: any change
-        // since means our view is stale.
-        let sa_rv = meta_str(sa, "resourceVersion")
-            .unwrap_or_default()
-            .to_string();
-        let added = self
-            .registry
-            .update_with(
-                service_accounts(),
-                Some(&ns),
-                &sa_name,
-                None,
-                false,
-                |cur| {
-                    let mut next = cur.clone();
-                    next["metadata"]["resourceVersion"] = Value::from(sa_rv.as_str());
-                    let entry = json!({"name": secret_name});
-                    match next.get_mut("secrets").and_then(Value::as_array_mut) {
-                        Some(refs) => refs.push(entry),
-                        None => next["secrets"] = json!([entry]),
-                    }
-                    Ok(next)
-                },
-            )
-            .await;
-        let Err(e) = added else {
+        let Err(e) = self.reference(sa, &secret_name).await else {
             return Ok(());
         };
         // The token cannot be referenced: take it away again.

@@ -704,14 +704,15 @@ mod tests {
         let vault = || vec!["vault".to_string()];
         let api = || vec![ISS.to_string()];
         let year = TOKEN_EXPIRATION_EXTENSION_SECONDS;
-        let cases: [(
+        type Case = (
             Option<i64>,
             bool,
             i64,
             bool,
             Vec<String>,
             (i64, Option<i64>),
-        ); 8] = [
+        );
+        let cases: [Case; 8] = [
             (None, true, 3607, true, api(), (year, Some(3607))),
             // The maximum caps the extension but never below 3607 s.
             (Some(7200), true, 3607, true, api(), (7200, Some(3607))),

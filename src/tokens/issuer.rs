@@ -276,14 +276,14 @@ impl Issuer {
             .sign_bound(&token.claims)
             .map_err(|e| RegistryError::Internal(e.to_string()))?;
         let response = response(namespace, name, &token, signed, spec.bound_object_ref)?;
-        let annotations = BTreeMap::from([(
-            wellknown::AUDIT_ISSUED_CREDENTIAL_ID.to_string(),
-            format!("JTI={jti}"),
-        )]);
         Ok(Issued {
             response,
             warnings: token.warnings,
-            annotations,
+            // token.go: the audit log names the token by its jti.
+            annotations: BTreeMap::from([(
+                wellknown::AUDIT_ISSUED_CREDENTIAL_ID.to_string(),
+                format!("JTI={jti}"),
+            )]),
         })
     }
 
