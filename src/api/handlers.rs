@@ -558,9 +558,12 @@ async fn token_request(
 /// (`TokenRequest in version "v1" cannot be handled as a TokenRequest: <why>`). A lifetime
 /// that is not an integer keeps the short reason this server has always given.
 fn decode_token_request(raw: Value) -> Result<TokenRequest, RegistryError> {
+    use k8s_openapi::Resource as _;
     let cannot = |why: &dyn std::fmt::Display| {
         RegistryError::BadRequest(format!(
-            "TokenRequest in version \"v1\" cannot be handled as a TokenRequest: {why}"
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: {why}",
+            kind = TokenRequest::KIND,
+            version = TokenRequest::VERSION,
         ))
     };
     let expiration = raw.pointer("/spec/expirationSeconds");

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use k8s_openapi::Resource;
 use k8s_openapi::api::authentication::v1::{
     BoundObjectReference, TokenRequest, TokenRequestSpec, TokenRequestStatus,
 };
@@ -111,8 +112,8 @@ impl std::fmt::Debug for Issuer {
 
 fn invalid(causes: Vec<FieldError>) -> RegistryError {
     RegistryError::Invalid {
-        kind: "TokenRequest".into(),
-        group: "authentication.k8s.io".into(),
+        kind: <TokenRequest as Resource>::KIND.into(),
+        group: <TokenRequest as Resource>::GROUP.into(),
         name: String::new(),
         causes,
     }
@@ -240,7 +241,7 @@ impl Issuer {
             .get(Kind::ServiceAccount, namespace, name)
             .await
             .map_err(lookup_error)?
-            .ok_or_else(|| not_found("serviceaccounts", name))?;
+            .ok_or_else(|| not_found(Kind::ServiceAccount.plural(), name))?;
         // 5–7. Defaults and static validation.
         let spec = req.spec.clone().unwrap_or_default();
         let audiences = claims::request_audiences(&self.config, spec.audiences.unwrap_or_default());
