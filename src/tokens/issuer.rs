@@ -1,5 +1,5 @@
-//! The one signer of service-account tokens, and TokenRequest: issuing bound service-account tokens (`POST
-//! .../serviceaccounts/{name}/token`), in the order of kube-apiserver's
+//! The one signer of service-account tokens, and TokenRequest: issuing bound service-account
+//! tokens (`POST .../serviceaccounts/{name}/token`), in the order of kube-apiserver's
 //! `pkg/registry/core/serviceaccount/storage/token.go` (see
 //! `shared/reference/k8s-sa-token-facts.md` §4): look up the ServiceAccount, validate,
 //! resolve the bound object, let `tokens::claims` apply the lifetime rules and write the
@@ -87,12 +87,22 @@ impl Signer {
 }
 
 /// A freshly issued token and what the response carries besides it.
-#[derive(Debug)]
 pub(crate) struct Issued {
     /// The TokenRequest to send back (with `status.token`).
     pub(crate) response: TokenRequest,
     pub(crate) warnings: Vec<String>,
     pub(crate) annotations: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Issued {
+    // The response holds the token itself: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("response", &"<TokenRequest with a token, redacted>")
+            .field("warnings", &self.warnings)
+            .field("annotations", &self.annotations)
+            .finish()
+    }
 }
 
 /// Issues bound tokens (token.go `TokenREST`).
@@ -463,11 +473,16 @@ pub(crate) mod tests {
 
     /// The issued token with the response as JSON, for tests that write requests and read
     /// responses as clients do.
-    #[derive(Debug)]
     pub(crate) struct IssuedJson {
         pub(crate) response: Value,
         pub(crate) warnings: Vec<String>,
         pub(crate) annotations: BTreeMap<String, String>,
+    }
+
+    impl std::fmt::Debug for IssuedJson {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("IssuedJson").finish_non_exhaustive()
+        }
     }
 
     impl Issuer {
@@ -523,6 +538,19 @@ pub(crate) mod tests {
             out.annotations["authentication.kubernetes.io/issued-credential-id"],
             format!("JTI={jti}")
         );
+    }
+
+    #[tokio::test]
+    async fn debug_never_prints_the_token() {
+        let (issuer, objects, _) = setup(None);
+        let req: TokenRequest = serde_json::from_value(json!({"spec": {}})).unwrap();
+        let out = issuer
+            .request(&objects, "default", "example-sa", &req)
+            .await
+            .unwrap();
+        let token = out.response.status.as_ref().unwrap().token.clone().unwrap();
+        let shown = format!("{out:?}");
+        assert!(!shown.contains(&token) && !shown.contains("eyJ"), "{shown}");
     }
 
     #[tokio::test]
