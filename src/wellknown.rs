@@ -76,8 +76,10 @@ pub(crate) const ROOT_CA_KEY: &str = "ca.crt";
 pub(crate) const DEFAULT_VOLUME_MODE: i64 = 0o644;
 
 /// The lifetime of the token in the injected volume: 3607 s, which the issuer may
-/// extend to a year for old clients (facts §4.5).
+/// extend to a year for old clients (facts §4.5; `WarnOnlyBoundTokenExpirationSeconds`).
 pub(crate) const ADMISSION_TOKEN_EXPIRATION_SECONDS: i64 = 3607;
+/// What the admission token is extended to: one year (`ExpirationExtensionSeconds`).
+pub(crate) const TOKEN_EXPIRATION_EXTENSION_SECONDS: i64 = 365 * 24 * 3600;
 /// A projected `serviceAccountToken` source's lifetime when none is given
 /// (`SetDefaults_ServiceAccountTokenProjection`).
 pub(crate) const DEFAULT_TOKEN_EXPIRATION_SECONDS: i64 = 3600;
@@ -141,6 +143,9 @@ pub(crate) const AUDIT_LEGACY_TOKEN_MANUAL_SECRET: &str =
 /// Its value is `<secretName>/<namespace>`, in this order.
 pub(crate) const AUDIT_LEGACY_TOKEN_INVALIDATED: &str =
     "authentication.k8s.io/legacy-token-invalidated";
+/// The audit annotation of an issued token: `JTI=<jti>` (token.go `IssuedCredentialIDAuditAnnotationKey`).
+pub(crate) const AUDIT_ISSUED_CREDENTIAL_ID: &str =
+    "authentication.kubernetes.io/issued-credential-id";
 /// The user extra key naming the Pod a bound token belongs to.
 pub(crate) const USER_EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
 /// The username prefix of a ServiceAccount: `system:serviceaccount:<namespace>:<name>`.

@@ -6,6 +6,7 @@
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use serde_json::{Value, json};
 
 use super::body::read_body;
@@ -525,6 +526,8 @@ async fn token_review(ctx: &Ctx<'_>, spec: Option<&Value>) -> Result<Value, Stat
 }
 
 /// `POST .../serviceaccounts/{name}/token`.
+/// `POST .../serviceaccounts/{name}/token`: the typed TokenRequest in, the typed TokenRequest
+/// out (token.go `TokenREST.Create` behind kube-apiserver's create handler).
 async fn token_request(
     ctx: &Ctx<'_>,
     ns: &str,
@@ -534,21 +537,48 @@ async fn token_request(
     let Some(issuer) = &ctx.app.issuer else {
         return Err(Status::path_not_found());
     };
-    let req = object_body(ctx, body).await?;
+    let raw = object_body(ctx, body).await?;
     // A TokenRequest is a create: none into a terminating namespace (NamespaceLifecycle).
     let sa = resources::core("serviceaccounts");
     ctx.app
         .registry
-        .admit_into_namespace(sa, Some(ns), &req)
+        .admit_into_namespace(sa, Some(ns), &raw)
         .await?;
+    let req = decode_token_request(raw)?;
     let issued = issuer.request(&ctx.app.registry, ns, name, &req).await?;
-    let mut resp = json(StatusCode::CREATED, &issued.response);
+    let mut out = serde_json::to_value(&issued.response)
+        .map_err(|e| RegistryError::Internal(e.to_string()))?;
+    // Go's TokenRequestSpec fields are not omitempty, so an unbound token's response says
+    // `boundObjectRef: null` (facts §4.2); k8s-openapi leaves a None out.
+    if let Some(spec) = out.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.entry("boundObjectRef").or_insert(Value::Null);
+    }
+    let mut resp = json(StatusCode::CREATED, &out);
     for w in &issued.warnings {
         super::add_warning(&mut resp, w);
     }
     resp.extensions_mut()
         .insert(super::AuditAnnotations(issued.annotations));
     Ok(resp)
+}
+
+/// The body as the typed TokenRequest, or kube-apiserver's decode error
+/// (`TokenRequest in version "v1" cannot be handled as a TokenRequest: <why>`). A lifetime
+/// that is not an integer keeps the short reason this server has always given.
+fn decode_token_request(raw: Value) -> Result<TokenRequest, RegistryError> {
+    use k8s_openapi::Resource as _;
+    let cannot = |why: &dyn std::fmt::Display| {
+        RegistryError::BadRequest(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: {why}",
+            kind = TokenRequest::KIND,
+            version = TokenRequest::VERSION,
+        ))
+    };
+    let expiration = raw.pointer("/spec/expirationSeconds");
+    if expiration.is_some_and(|v| !v.is_null() && !v.is_i64()) {
+        return Err(cannot(&"spec.expirationSeconds must be an integer"));
+    }
+    serde_json::from_value(raw).map_err(|e| cannot(&e))
 }
 
 /// `kubectl auth can-i`: runs the same authorizer every request meets.
@@ -629,6 +659,24 @@ mod tests {
                 .as_u16(),
             422
         );
+    }
+
+    #[test]
+    fn token_request_decode_errors() {
+        let prefix = "TokenRequest in version \"v1\" cannot be handled as a TokenRequest: ";
+        let err = |v: Value| match decode_token_request(v) {
+            Err(RegistryError::BadRequest(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            err(json!({"spec": {"expirationSeconds": "600"}})),
+            format!("{prefix}spec.expirationSeconds must be an integer")
+        );
+        assert!(err(json!({"spec": {"audiences": [1]}})).starts_with(prefix));
+        assert!(err(json!({"kind": "Pod"})).starts_with(prefix));
+        let ok = decode_token_request(json!({"spec": {"expirationSeconds": null}})).unwrap();
+        assert_eq!(ok.spec.unwrap().expiration_seconds, None);
+        assert!(decode_token_request(json!({})).unwrap().spec.is_none());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::registry::{
     random_suffix, resources,
 };
 use crate::tokens::claims::LegacyClaims;
-use crate::tokens::jws;
+use crate::tokens::issuer::Signer;
 use crate::wellknown;
 
 /// What a queued event names. A Secret key carries the ServiceAccount it named, so that a
@@ -54,6 +54,8 @@ pub(crate) enum TokenKey {
 pub(crate) struct TokensController {
     registry: Registry,
     config: Arc<ControllerConfig>,
+    /// The token signer TokenRequest uses too, over the configured key set.
+    signer: Signer,
 }
 
 /// kube's `GenerateName` keeps base + suffix within 253 characters.
@@ -125,7 +127,12 @@ impl Needs {
 
 impl TokensController {
     pub(crate) fn new(registry: Registry, config: Arc<ControllerConfig>) -> Self {
-        TokensController { registry, config }
+        let signer = Signer::new(config.keys.clone());
+        TokensController {
+            registry,
+            config,
+            signer,
+        }
     }
 
     fn needs(&self, secret: &Value) -> Needs {
@@ -144,18 +151,15 @@ impl TokensController {
         sa_uid: &str,
         secret_name: &str,
     ) -> Result<String, ControllerError> {
-        let key = self
-            .config
-            .keys
-            .signing()
-            .ok_or_else(|| ControllerError::Sign("no signing key is configured".into()))?;
         let claims = LegacyClaims {
             namespace: ns.to_string(),
             service_account_name: sa_name.to_string(),
             service_account_uid: sa_uid.to_string(),
             secret_name: secret_name.to_string(),
         };
-        jws::sign(key, &claims.to_json()).map_err(|e| ControllerError::Sign(e.to_string()))
+        self.signer
+            .sign_legacy(&claims)
+            .map_err(|e| ControllerError::Sign(e.to_string()))
     }
 
     async fn list_token_secrets(&self, ns: &str) -> Result<Vec<Value>, RegistryError> {
@@ -363,6 +367,66 @@ impl TokensController {
         }
     }
 
+    /// A new token Secret `secret_name` of the ServiceAccount, with its token, namespace and
+    /// (when configured) CA.
+    fn token_secret(
+        &self,
+        ns: &str,
+        secret_name: &str,
+        sa_name: &str,
+        sa_uid: &str,
+        token: &str,
+    ) -> Value {
+        let mut data = Map::new();
+        data.insert(wellknown::SECRET_KEY_TOKEN.into(), b64(token.as_bytes()));
+        data.insert(wellknown::SECRET_KEY_NAMESPACE.into(), b64(ns.as_bytes()));
+        if !self.config.ca_pem.is_empty() {
+            data.insert(
+                wellknown::SECRET_KEY_CA_CRT.into(),
+                b64(self.config.ca_pem.as_bytes()),
+            );
+        }
+        json!({
+            "metadata": {
+                "name": secret_name,
+                "annotations": {
+                    wellknown::ANNOTATION_SA_NAME: sa_name,
+                    wellknown::ANNOTATION_SA_UID: sa_uid,
+                },
+            },
+            "type": wellknown::SECRET_TYPE_SA_TOKEN,
+            "data": data,
+        })
+    }
+
+    /// Appends `secret_name` to the `.secrets` of the ServiceAccount we read, checking its
+    /// resourceVersion: any change since means our view is stale (a Conflict).
+    async fn reference(&self, sa: &Value, secret_name: &str) -> Result<(), RegistryError> {
+        let sa_rv = meta_str(sa, "resourceVersion")
+            .unwrap_or_default()
+            .to_string();
+        self.registry
+            .update_with(
+                service_accounts(),
+                Some(namespace(sa)),
+                name(sa),
+                None,
+                false,
+                |cur| {
+                    let mut next = cur.clone();
+                    next["metadata"]["resourceVersion"] = Value::from(sa_rv.as_str());
+                    let entry = json!({"name": secret_name});
+                    match next.get_mut("secrets").and_then(Value::as_array_mut) {
+                        Some(refs) => refs.push(entry),
+                        None => next["secrets"] = json!([entry]),
+                    }
+                    Ok(next)
+                },
+            )
+            .await
+            .map(|_| ())
+    }
+
     /// tokens_controller.go `ensureReferencedToken` (before 1.24): at least one token
     /// Secret of this ServiceAccount is listed in its `.secrets`.
     async fn ensure_referenced_token(&self, sa: &Value) -> Result<(), ControllerError> {
@@ -383,26 +447,7 @@ impl TokensController {
         base.truncate(MAX_GENERATED_BASE);
         let secret_name = format!("{base}{}", random_suffix(5));
         let token = self.sign(&ns, &sa_name, &sa_uid, &secret_name)?;
-        let mut data = Map::new();
-        data.insert(wellknown::SECRET_KEY_TOKEN.into(), b64(token.as_bytes()));
-        data.insert(wellknown::SECRET_KEY_NAMESPACE.into(), b64(ns.as_bytes()));
-        if !self.config.ca_pem.is_empty() {
-            data.insert(
-                wellknown::SECRET_KEY_CA_CRT.into(),
-                b64(self.config.ca_pem.as_bytes()),
-            );
-        }
-        let body = json!({
-            "metadata": {
-                "name": secret_name,
-                "annotations": {
-                    wellknown::ANNOTATION_SA_NAME: sa_name,
-                    wellknown::ANNOTATION_SA_UID: sa_uid,
-                },
-            },
-            "type": wellknown::SECRET_TYPE_SA_TOKEN,
-            "data": data,
-        });
+        let body = self.token_secret(&ns, &secret_name, &sa_name, &sa_uid, &token);
         let created = match self
             .registry
             .create(secrets(), Some(&ns), body, false)
@@ -417,32 +462,7 @@ impl TokensController {
             // AlreadyExists (a suffix collision) and the rest: retried with a new name.
             Err(e) => return Err(e.into()),
         };
-        // Append to the ServiceAccount we read, checking its resourceVersion: any change
-        // since means our view is stale.
-        let sa_rv = meta_str(sa, "resourceVersion")
-            .unwrap_or_default()
-            .to_string();
-        let added = self
-            .registry
-            .update_with(
-                service_accounts(),
-                Some(&ns),
-                &sa_name,
-                None,
-                false,
-                |cur| {
-                    let mut next = cur.clone();
-                    next["metadata"]["resourceVersion"] = Value::from(sa_rv.as_str());
-                    let entry = json!({"name": secret_name});
-                    match next.get_mut("secrets").and_then(Value::as_array_mut) {
-                        Some(refs) => refs.push(entry),
-                        None => next["secrets"] = json!([entry]),
-                    }
-                    Ok(next)
-                },
-            )
-            .await;
-        let Err(e) = added else {
+        let Err(e) = self.reference(sa, &secret_name).await else {
             return Ok(());
         };
         // The token cannot be referenced: take it away again.
@@ -547,6 +567,8 @@ mod tests {
     use super::super::testing::*;
     use super::*;
     use crate::tokens::claims::LegacyClaims;
+    // Only to check what the signer wrote: the controller itself never touches JWS.
+    use crate::tokens::jws;
 
     fn controller(rig: &Rig) -> TokensController {
         TokensController::new(rig.registry.clone(), rig.config.clone())

@@ -751,7 +751,7 @@ mod tests {
         async fn issue(&self, body: Value) -> String {
             let out = self
                 .issuer
-                .request(&*self.objects, "default", "example-sa", &body)
+                .request_json(&*self.objects, "default", "example-sa", &body)
                 .await
                 .unwrap();
             out.response["status"]["token"]

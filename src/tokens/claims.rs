@@ -1,11 +1,16 @@
-//! Service-account token claims: building the payload of bound (TokenRequest) and legacy
-//! (Secret) tokens exactly as Kubernetes writes them, reading them back with the checks
-//! the authenticators make, and the time checks with their 60 s leeway.
+//! Service-account token claims: every lifetime rule of a TokenRequest (the one-hour default,
+//! the 10-minute floor, the 2^32 s cap, shortening to `--service-account-max-token-expiration`
+//! with its warning, the one-year extension of the 3607 s admission token with `warnafter`),
+//! building the payload of bound (TokenRequest) and legacy (Secret) tokens exactly as
+//! Kubernetes writes them, reading them back with the checks the authenticators make, and the
+//! time checks with their 60 s leeway.
 //!
-//! Pure: no I/O, no clock (times are unix seconds passed in), no lookups of objects (the
-//! authenticator does those with what `from_json` returns), no signing (`tokens::jws`).
+//! Pure: no I/O, no clock and no randomness (`now` and `jti` are passed in, so the claims of a
+//! request are exact in tests), no lookups of objects (the issuer resolves the bound object,
+//! the authenticator looks up what `from_json` returns), no signing (`tokens::issuer`).
 //!
-//! Mirrors `pkg/serviceaccount/claims.go` (`Claims`, `validator.Validate` time checks),
+//! Mirrors the lifetime steps of `pkg/registry/core/serviceaccount/storage/token.go`
+//! (`TokenREST.Create`), `pkg/serviceaccount/claims.go` (`Claims`, `validator.Validate` time checks),
 //! `pkg/serviceaccount/legacy.go` (`LegacyClaims`, `legacyValidator.Validate`),
 //! `staging/src/k8s.io/apiserver/pkg/authentication/serviceaccount/util.go`
 //! (`MakeUsername`, `SplitUsername`) and go-jose's `jwt.Claims` (audience and NumericDate
@@ -13,12 +18,15 @@
 
 use serde_json::{Map, Value};
 
+use crate::wellknown::{
+    ADMISSION_TOKEN_EXPIRATION_SECONDS, DEFAULT_TOKEN_EXPIRATION_SECONDS,
+    MAX_TOKEN_EXPIRATION_SECONDS, SERVICE_ACCOUNT_USER_PREFIX, TOKEN_EXPIRATION_EXTENSION_SECONDS,
+};
+
 /// `iss` of legacy Secret tokens (legacy.go `LegacyIssuer`).
 pub(crate) const LEGACY_ISSUER: &str = "kubernetes/serviceaccount";
 /// go-jose `jwt.DefaultLeeway`, used by claims.go for exp/nbf/iat and deletion checks.
 pub(crate) const LEEWAY_SECONDS: i64 = 60;
-/// `system:serviceaccount:` (util.go `ServiceAccountUsernamePrefix` + separator).
-pub(crate) const USERNAME_PREFIX: &str = "system:serviceaccount:";
 
 /// The private claim object of bound tokens.
 const PRIVATE_CLAIM: &str = "kubernetes.io";
@@ -38,6 +46,176 @@ pub(crate) struct NodeRef {
     pub(crate) name: String,
     /// None when the pod's node was not found at issue time (claims carry the name only).
     pub(crate) uid: Option<String>,
+}
+
+/// Issuance settings (kube-apiserver's `--service-account-*` and `--api-audiences` flags):
+/// what the lifetime and audience rules below read.
+#[derive(Debug, Clone)]
+pub(crate) struct IssuerConfig {
+    /// Every accepted issuer; the first one signs.
+    pub(crate) issuers: Vec<String>,
+    /// `--api-audiences`: the default audiences of a token and the audiences requests need.
+    pub(crate) api_audiences: Vec<String>,
+    /// `--service-account-max-token-expiration` in seconds (None: no maximum).
+    pub(crate) max_expiration_seconds: Option<i64>,
+    /// `--service-account-extend-token-expiration`.
+    pub(crate) extend_expiration: bool,
+    /// The shortest lifetime a request may ask for: 600 s, lower only under
+    /// `--testing-min-token-expiration`.
+    pub(crate) min_expiration_seconds: i64,
+}
+
+/// Why a requested lifetime is refused (`ValidateTokenRequest`), with Kubernetes' texts; the
+/// issuer reports it as `spec.expirationSeconds: Invalid value: <n>: <text>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ExpirationError {
+    #[error("may not specify a duration less than 10 minutes")]
+    TooShort(i64),
+    #[error("may not specify a duration larger than 2^32 seconds")]
+    TooLong(i64),
+}
+
+impl ExpirationError {
+    /// The refused value, for the field error.
+    pub(crate) fn requested(self) -> i64 {
+        match self {
+            ExpirationError::TooShort(n) | ExpirationError::TooLong(n) => n,
+        }
+    }
+}
+
+/// token.go steps 6–7: one hour when none is asked for, then the bounds: at least
+/// `min_expiration_seconds` (10 minutes unless the test-only flag lowers it), at most 2^32 s.
+/// The maximum flag is not a bound: it shortens later ([`bound_token`]), never refuses.
+pub(crate) fn requested_expiration(
+    config: &IssuerConfig,
+    asked: Option<i64>,
+) -> Result<i64, ExpirationError> {
+    let requested = asked.unwrap_or(DEFAULT_TOKEN_EXPIRATION_SECONDS);
+    if requested < config.min_expiration_seconds {
+        return Err(ExpirationError::TooShort(requested));
+    }
+    if requested > MAX_TOKEN_EXPIRATION_SECONDS {
+        return Err(ExpirationError::TooLong(requested));
+    }
+    Ok(requested)
+}
+
+/// token.go step 5: the API audiences when the request names none.
+pub(crate) fn request_audiences(config: &IssuerConfig, asked: Vec<String>) -> Vec<String> {
+    if asked.is_empty() {
+        config.api_audiences.clone()
+    } else {
+        asked
+    }
+}
+
+/// The objects a bound token names, resolved by the issuer (token.go step 9). A pod's token
+/// also names the pod's node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Binding {
+    pub(crate) pod: Option<ObjectRef>,
+    pub(crate) secret: Option<ObjectRef>,
+    pub(crate) node: Option<NodeRef>,
+}
+
+/// A TokenRequest that passed validation, with its audiences defaulted
+/// ([`request_audiences`]) and its lifetime checked ([`requested_expiration`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BoundRequest {
+    pub(crate) namespace: String,
+    pub(crate) service_account: ObjectRef,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) expiration_seconds: i64,
+    pub(crate) binding: Binding,
+}
+
+/// What the rules decide for one TokenRequest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BoundToken {
+    pub(crate) claims: BoundClaims,
+    /// The lifetime the response reports (`spec.expirationSeconds` and
+    /// `status.expirationTimestamp`): the requested one, shortened to the maximum, never the
+    /// extension, because the kubelet refreshes on what the status says.
+    pub(crate) expiration_seconds: i64,
+    /// For the client (`Warning` headers).
+    pub(crate) warnings: Vec<String>,
+}
+
+/// token.go steps 10–11 and claims.go `Claims`: shorten to the maximum, extend the admission
+/// token, and write the claims of a token issued at `now` with id `jti`.
+pub(crate) fn bound_token(
+    config: &IssuerConfig,
+    request: BoundRequest,
+    now: i64,
+    jti: String,
+) -> BoundToken {
+    let (expiration, warnings) = shorten_to_maximum(config, request.expiration_seconds);
+    let (lifetime, warn_after) = match extended_lifetime(config, &request, expiration) {
+        // claims.go's warnafter: when the unextended token would have expired.
+        Some(extended) => (extended, Some(now + expiration)),
+        None => (expiration, None),
+    };
+    let claims = BoundClaims {
+        issuer: config.issuers.first().cloned().unwrap_or_default(),
+        audiences: request.audiences,
+        issued_at: now,
+        expires_at: now + lifetime,
+        jti: Some(jti),
+        namespace: request.namespace,
+        service_account: request.service_account,
+        pod: request.binding.pod,
+        secret: request.binding.secret,
+        node: request.binding.node,
+        warn_after,
+    };
+    BoundToken {
+        claims,
+        expiration_seconds: expiration,
+        warnings,
+    }
+}
+
+/// token.go step 10: `--service-account-max-token-expiration` shortens a longer request and
+/// says so in a warning; it never fails the request.
+fn shorten_to_maximum(config: &IssuerConfig, requested: i64) -> (i64, Vec<String>) {
+    match config.max_expiration_seconds {
+        Some(max) if requested > max => (
+            max,
+            vec![format!(
+                "requested expiration of {requested} seconds shortened to {max} seconds"
+            )],
+        ),
+        _ => (requested, Vec::new()),
+    }
+}
+
+/// token.go step 11: the 3607 s token the admission plugin asks for on a pod's behalf, for the
+/// API audiences only, lives a year (capped by the maximum) with
+/// `--service-account-extend-token-expiration`, so that clients that never reload it keep
+/// working; `warnafter` marks when its use becomes stale. None: no extension.
+fn extended_lifetime(
+    config: &IssuerConfig,
+    request: &BoundRequest,
+    expiration: i64,
+) -> Option<i64> {
+    let extend = config.extend_expiration
+        && request.binding.pod.is_some()
+        && expiration == ADMISSION_TOKEN_EXPIRATION_SECONDS
+        && request
+            .audiences
+            .iter()
+            .all(|a| config.api_audiences.contains(a));
+    extend.then(|| {
+        config
+            .max_expiration_seconds
+            .map_or(TOKEN_EXPIRATION_EXTENSION_SECONDS, |m| {
+                m.clamp(
+                    ADMISSION_TOKEN_EXPIRATION_SECONDS,
+                    TOKEN_EXPIRATION_EXTENSION_SECONDS,
+                )
+            })
+    })
 }
 
 /// The claims of a bound token. `nbf` is not kept: Kubernetes always writes nbf = iat, and
@@ -334,14 +512,14 @@ impl LegacyClaims {
 
 /// util.go `MakeUsername`.
 pub(crate) fn make_username(namespace: &str, name: &str) -> String {
-    format!("{USERNAME_PREFIX}{namespace}:{name}")
+    format!("{SERVICE_ACCOUNT_USER_PREFIX}{namespace}:{name}")
 }
 
 /// util.go `SplitUsername`: `system:serviceaccount:<ns>:<name>` with exactly two further
 /// parts, a valid namespace name (DNS-1123 label) and a valid service account name
 /// (DNS-1123 subdomain).
 pub(crate) fn split_username(username: &str) -> Option<(&str, &str)> {
-    let rest = username.strip_prefix(USERNAME_PREFIX)?;
+    let rest = username.strip_prefix(SERVICE_ACCOUNT_USER_PREFIX)?;
     let (namespace, name) = rest.split_once(':')?;
     if name.contains(':') || !is_dns1123_label(namespace) || !is_dns1123_subdomain(name) {
         return None;
@@ -446,6 +624,149 @@ mod tests {
         let got = c.to_json();
         assert_eq!(got.to_string(), want);
         assert_eq!(BoundClaims::from_json(&got).unwrap(), c);
+    }
+
+    fn config(max: Option<i64>) -> IssuerConfig {
+        IssuerConfig {
+            issuers: vec![ISS.into(), "https://other.example".into()],
+            api_audiences: vec![ISS.into()],
+            max_expiration_seconds: max,
+            extend_expiration: true,
+            min_expiration_seconds: 600,
+        }
+    }
+
+    /// The kubelet's TokenRequest for a pod's projected token: 3607 s, bound to the pod.
+    fn admission_request() -> BoundRequest {
+        BoundRequest {
+            namespace: "default".into(),
+            service_account: ObjectRef {
+                name: "example-sa".into(),
+                uid: SA_UID.into(),
+            },
+            audiences: vec![ISS.into()],
+            expiration_seconds: 3607,
+            binding: Binding {
+                pod: Some(ObjectRef {
+                    name: "myapp-7d9f".into(),
+                    uid: "da2a1c53-8a64-4d8e-9d0c-8c1f0d2b5e11".into(),
+                }),
+                secret: None,
+                node: Some(NodeRef {
+                    name: "node1".into(),
+                    uid: Some("f7cd5e2a-1b3c-4d5e-8f90-a1b2c3d4e5f6".into()),
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn golden_token_request_claims_of_the_admission_token() {
+        // Extended to a year, warnafter at the 3607 s the status still reports.
+        let got = bound_token(&config(None), admission_request(), IAT, JTI.into());
+        let want = concat!(
+            r#"{"aud":["https://kubernetes.default.svc"],"exp":1826928244,"iat":1795392244,"#,
+            r#""iss":"https://kubernetes.default.svc","jti":"d934d7c4-972c-4bd1-af5d-fc1cc85f2776","#,
+            r#""kubernetes.io":{"namespace":"default","#,
+            r#""node":{"name":"node1","uid":"f7cd5e2a-1b3c-4d5e-8f90-a1b2c3d4e5f6"},"#,
+            r#""pod":{"name":"myapp-7d9f","uid":"da2a1c53-8a64-4d8e-9d0c-8c1f0d2b5e11"},"#,
+            r#""serviceaccount":{"name":"example-sa","uid":"e75e6f91-ffbf-4f86-b9d9-4482b207e056"},"#,
+            r#""warnafter":1795395851},"nbf":1795392244,"sub":"system:serviceaccount:default:example-sa"}"#
+        );
+        assert_eq!(got.claims.to_json().to_string(), want);
+        assert_eq!((got.expiration_seconds, got.warnings.len()), (3607, 0));
+    }
+
+    #[test]
+    fn golden_token_request_claims_shortened_to_the_maximum() {
+        let mut req = admission_request();
+        req.binding = Binding::default();
+        req.expiration_seconds = 86400;
+        let got = bound_token(&config(Some(7200)), req, IAT, JTI.into());
+        let want = concat!(
+            r#"{"aud":["https://kubernetes.default.svc"],"exp":1795399444,"iat":1795392244,"#,
+            r#""iss":"https://kubernetes.default.svc","jti":"d934d7c4-972c-4bd1-af5d-fc1cc85f2776","#,
+            r#""kubernetes.io":{"namespace":"default","#,
+            r#""serviceaccount":{"name":"example-sa","uid":"e75e6f91-ffbf-4f86-b9d9-4482b207e056"}},"#,
+            r#""nbf":1795392244,"sub":"system:serviceaccount:default:example-sa"}"#
+        );
+        assert_eq!(got.claims.to_json().to_string(), want);
+        assert_eq!(got.expiration_seconds, 7200);
+        assert_eq!(
+            got.warnings,
+            ["requested expiration of 86400 seconds shortened to 7200 seconds"]
+        );
+    }
+
+    #[test]
+    fn lifetime_rules() {
+        // (max, extend, expiration asked, pod-bound, audiences) → (exp - iat, warnafter - iat).
+        let vault = || vec!["vault".to_string()];
+        let api = || vec![ISS.to_string()];
+        let year = TOKEN_EXPIRATION_EXTENSION_SECONDS;
+        type Case = (
+            Option<i64>,
+            bool,
+            i64,
+            bool,
+            Vec<String>,
+            (i64, Option<i64>),
+        );
+        let cases: [Case; 8] = [
+            (None, true, 3607, true, api(), (year, Some(3607))),
+            // The maximum caps the extension but never below 3607 s.
+            (Some(7200), true, 3607, true, api(), (7200, Some(3607))),
+            (Some(2 * year), true, 3607, true, api(), (year, Some(3607))),
+            // Shortened below 3607 s: no longer the admission token.
+            (Some(3600), true, 3607, true, api(), (3600, None)),
+            (None, false, 3607, true, api(), (3607, None)),
+            (None, true, 3607, false, api(), (3607, None)),
+            (None, true, 3608, true, api(), (3608, None)),
+            (None, true, 3607, true, vault(), (3607, None)),
+        ];
+        for (max, extend, asked, pod, audiences, want) in cases {
+            let mut cfg = config(max);
+            cfg.extend_expiration = extend;
+            let mut req = admission_request();
+            req.expiration_seconds = asked;
+            req.audiences = audiences;
+            if !pod {
+                req.binding.pod = None;
+            }
+            let c = bound_token(&cfg, req, IAT, JTI.into()).claims;
+            let got = (c.expires_at - IAT, c.warn_after.map(|w| w - IAT));
+            assert_eq!(
+                got, want,
+                "max {max:?} extend {extend} asked {asked} pod {pod}"
+            );
+        }
+    }
+
+    #[test]
+    fn requested_expiration_defaults_and_bounds() {
+        let cfg = config(Some(1200));
+        assert_eq!(requested_expiration(&cfg, None), Ok(3600));
+        assert_eq!(requested_expiration(&cfg, Some(600)), Ok(600));
+        // The maximum does not refuse; it shortens later.
+        assert_eq!(requested_expiration(&cfg, Some(1 << 32)), Ok(1 << 32));
+        let short = requested_expiration(&cfg, Some(599)).unwrap_err();
+        assert_eq!(
+            (short.requested(), short.to_string().as_str()),
+            (599, "may not specify a duration less than 10 minutes")
+        );
+        let long = requested_expiration(&cfg, Some((1 << 32) + 1)).unwrap_err();
+        assert_eq!(
+            long.to_string(),
+            "may not specify a duration larger than 2^32 seconds"
+        );
+        // --testing-min-token-expiration lowers the floor.
+        let testing = IssuerConfig {
+            min_expiration_seconds: 1,
+            ..cfg
+        };
+        assert_eq!(requested_expiration(&testing, Some(1)), Ok(1));
+        assert_eq!(request_audiences(&testing, Vec::new()), [ISS]);
+        assert_eq!(request_audiences(&testing, vec!["vault".into()]), ["vault"]);
     }
 
     #[test]

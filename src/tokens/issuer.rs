@@ -1,63 +1,114 @@
-//! TokenRequest: issuing bound service-account tokens (`POST
-//! .../serviceaccounts/{name}/token`), in the order of kube-apiserver's
+//! The one signer of service-account tokens, and TokenRequest: issuing bound service-account
+//! tokens (`POST .../serviceaccounts/{name}/token`), in the order of kube-apiserver's
 //! `pkg/registry/core/serviceaccount/storage/token.go` (see
-//! `shared/reference/k8s-sa-token-facts.md` §4): look up the ServiceAccount, default the
-//! audiences and the expiration, validate, check the bound object, shorten to the maximum
-//! with a warning, extend the 3607 s admission token for old clients, sign.
+//! `shared/reference/k8s-sa-token-facts.md` §4): look up the ServiceAccount, validate,
+//! resolve the bound object, let `tokens::claims` apply the lifetime rules and write the
+//! claims, sign.
+//!
+//! [`Signer`] (jwt.go's `TokenGenerator`) signs both bound tokens and the legacy Secret tokens
+//! of the token controller, so the signing key is reached in one place. [`Issuer`] does the
+//! lookups and the error texts of each TokenRequest step; every lifetime rule and constant
+//! lives in `tokens::claims`, which is pure. It knows no HTTP.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use k8s_openapi::Resource;
+use k8s_openapi::api::authentication::v1::{
+    BoundObjectReference, TokenRequest, TokenRequestSpec, TokenRequestStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use serde_json::Value;
 
-use super::claims::{BoundClaims, NodeRef, ObjectRef};
+use super::claims::{
+    self, Binding, BoundClaims, BoundRequest, BoundToken, ExpirationError, LegacyClaims, NodeRef,
+    ObjectRef,
+};
 use super::jws;
 use super::keys::KeySet;
 use super::lookup::{self, Kind, ObjectLookup};
-use crate::clock::{SharedClock, format_time};
+use crate::clock::SharedClock;
 use crate::registry::RegistryError;
 use crate::registry::validation::FieldError;
+use crate::wellknown;
 
-/// `WarnOnlyBoundTokenExpirationSeconds`: the admission plugin's token lifetime, and the
-/// trigger of the extension.
-pub(crate) const WARN_ONLY_EXPIRATION_SECONDS: i64 = 3607;
-/// `ExpirationExtensionSeconds`: one year.
-pub(crate) const EXTENDED_EXPIRATION_SECONDS: i64 = 365 * 24 * 3600;
-/// The default lifetime of a requested token.
-pub(crate) const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
-/// Kubernetes' floor of token lifetimes.
-pub(crate) const MIN_EXPIRATION_SECONDS: i64 = 600;
-const MAX_EXPIRATION_SECONDS: i64 = 1 << 32;
+/// The issuance settings are the claims builder's rules; `cli` builds them under this path.
+pub(crate) use super::claims::IssuerConfig;
+/// The name `cli` reads the 10-minute floor by; one definition, in `wellknown`.
+pub(crate) use crate::wellknown::MIN_TOKEN_EXPIRATION_SECONDS as MIN_EXPIRATION_SECONDS;
 
-/// Issuance settings (kube-apiserver's `--service-account-*` flags).
-#[derive(Debug, Clone)]
-pub(crate) struct IssuerConfig {
-    /// Every accepted issuer; the first one signs.
-    pub(crate) issuers: Vec<String>,
-    /// `--api-audiences`: the default audiences of a token and the audiences requests need.
-    pub(crate) api_audiences: Vec<String>,
-    /// `--service-account-max-token-expiration` in seconds (None: no maximum).
-    pub(crate) max_expiration_seconds: Option<i64>,
-    /// `--service-account-extend-token-expiration`.
-    pub(crate) extend_expiration: bool,
-    /// The shortest lifetime a request may ask for: 600 s, lower only under
-    /// `--testing-min-token-expiration`.
-    pub(crate) min_expiration_seconds: i64,
+/// Why a token could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SignError {
+    #[error("no service-account signing key is configured")]
+    NoKey,
+    #[error(transparent)]
+    Jws(#[from] jws::JwsError),
+}
+
+/// Signs service-account tokens with the key set's signing key (jwt.go `JWTTokenGenerator`),
+/// for the TokenRequest issuer and the legacy token controller alike. It takes typed claims
+/// only, so nothing but a token payload is ever signed with the key.
+#[derive(Clone)]
+pub(crate) struct Signer {
+    keys: Arc<KeySet>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    pub(crate) fn new(keys: Arc<KeySet>) -> Self {
+        Signer { keys }
+    }
+
+    /// Whether a signing key is configured (verification-only key sets have none).
+    pub(crate) fn can_sign(&self) -> bool {
+        self.keys.signing().is_some()
+    }
+
+    /// A bound (TokenRequest) token.
+    pub(crate) fn sign_bound(&self, claims: &BoundClaims) -> Result<String, SignError> {
+        self.sign(&claims.to_json())
+    }
+
+    /// A legacy Secret token (tokens_controller.go `generateTokenIfNeeded`).
+    pub(crate) fn sign_legacy(&self, claims: &LegacyClaims) -> Result<String, SignError> {
+        self.sign(&claims.to_json())
+    }
+
+    fn sign(&self, payload: &Value) -> Result<String, SignError> {
+        let key = self.keys.signing().ok_or(SignError::NoKey)?;
+        Ok(jws::sign(key, payload)?)
+    }
 }
 
 /// A freshly issued token and what the response carries besides it.
-#[derive(Debug)]
 pub(crate) struct Issued {
     /// The TokenRequest to send back (with `status.token`).
-    pub(crate) response: Value,
+    pub(crate) response: TokenRequest,
     pub(crate) warnings: Vec<String>,
     pub(crate) annotations: BTreeMap<String, String>,
 }
 
-/// Signs bound tokens.
+impl std::fmt::Debug for Issued {
+    // The response holds the token itself: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("response", &"<TokenRequest with a token, redacted>")
+            .field("warnings", &self.warnings)
+            .field("annotations", &self.annotations)
+            .finish()
+    }
+}
+
+/// Issues bound tokens (token.go `TokenREST`).
 pub(crate) struct Issuer {
     config: IssuerConfig,
-    keys: Arc<KeySet>,
+    signer: Signer,
     clock: SharedClock,
 }
 
@@ -71,11 +122,19 @@ impl std::fmt::Debug for Issuer {
 
 fn invalid(causes: Vec<FieldError>) -> RegistryError {
     RegistryError::Invalid {
-        kind: "TokenRequest".into(),
-        group: "authentication.k8s.io".into(),
+        kind: <TokenRequest as Resource>::KIND.into(),
+        group: <TokenRequest as Resource>::GROUP.into(),
         name: String::new(),
         causes,
     }
+}
+
+fn expiration_invalid(e: ExpirationError) -> RegistryError {
+    invalid(vec![FieldError::invalid(
+        "spec.expirationSeconds",
+        Value::from(e.requested()),
+        e.to_string(),
+    )])
 }
 
 fn not_found(resource: &str, name: &str) -> RegistryError {
@@ -89,200 +148,170 @@ fn lookup_error(e: lookup::LookupError) -> RegistryError {
     RegistryError::Internal(e.to_string())
 }
 
+/// Steps 1–2: the request may name the ServiceAccount, but only the one in the URL.
+fn check_names(req: &TokenRequest, namespace: &str, name: &str) -> Result<(), RegistryError> {
+    let meta = &req.metadata;
+    for (field, given, want) in [
+        ("name", &meta.name, name),
+        ("namespace", &meta.namespace, namespace),
+    ] {
+        if let Some(v) = given.as_deref().filter(|s| !s.is_empty())
+            && v != want
+        {
+            return Err(invalid(vec![FieldError::invalid(
+                format!("metadata.{field}"),
+                Value::from(v),
+                format!("must match the service account {field} if specified"),
+            )]));
+        }
+    }
+    Ok(())
+}
+
+/// Step 12's response: the spec as defaulted and shortened, the status with the token and
+/// the expiry the response reports (never the extended one).
+fn response(
+    namespace: &str,
+    name: &str,
+    token: &BoundToken,
+    signed: String,
+    bound_ref: Option<BoundObjectReference>,
+) -> Result<TokenRequest, RegistryError> {
+    let at = |seconds: i64| {
+        jiff::Timestamp::from_second(seconds)
+            .map(Time)
+            .map_err(|e| RegistryError::Internal(e.to_string()))
+    };
+    let now = token.claims.issued_at;
+    Ok(TokenRequest {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            creation_timestamp: Some(at(now)?),
+            ..ObjectMeta::default()
+        },
+        spec: Some(TokenRequestSpec {
+            audiences: Some(token.claims.audiences.clone()),
+            expiration_seconds: Some(token.expiration_seconds),
+            bound_object_ref: bound_ref,
+            attestations: None,
+        }),
+        status: Some(TokenRequestStatus {
+            token: Some(signed),
+            expiration_timestamp: Some(at(now + token.expiration_seconds)?),
+        }),
+    })
+}
+
+/// Step 9's kinds: only Pod, Secret and Node of the core group; kube-apiserver ignores the
+/// version, but names it in the error.
+fn bound_kind(kind_name: &str, api_version: &str) -> Result<Kind, RegistryError> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    match (group, kind_name) {
+        ("", "Pod") => Ok(Kind::Pod),
+        ("", "Secret") => Ok(Kind::Secret),
+        ("", "Node") => Ok(Kind::Node),
+        _ => {
+            let gvk = if group.is_empty() {
+                format!("/{version}, Kind={kind_name}")
+            } else {
+                format!("{group}/{version}, Kind={kind_name}")
+            };
+            Err(RegistryError::BadRequest(format!(
+                "cannot bind token to object of type {gvk}"
+            )))
+        }
+    }
+}
+
 impl Issuer {
     pub(crate) fn new(config: IssuerConfig, keys: Arc<KeySet>, clock: SharedClock) -> Self {
         Issuer {
             config,
-            keys,
+            signer: Signer::new(keys),
             clock,
         }
     }
 
-    /// Handles one TokenRequest for ServiceAccount `namespace/name`. `body` is the
-    /// decoded request (JSON wire form).
+    /// Handles one TokenRequest for ServiceAccount `namespace/name`.
     pub(crate) async fn request(
         &self,
         objects: &dyn ObjectLookup,
         namespace: &str,
         name: &str,
-        body: &Value,
+        req: &TokenRequest,
     ) -> Result<Issued, RegistryError> {
-        let Some(signing) = self.keys.signing() else {
-            return Err(RegistryError::Internal(
-                "no service-account signing key is configured".into(),
-            ));
-        };
-        // 1–2. The body may name the ServiceAccount, but only the one in the URL.
-        for (field, want) in [("name", name), ("namespace", namespace)] {
-            if let Some(v) = body
-                .pointer(&format!("/metadata/{field}"))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                && v != want
-            {
-                return Err(invalid(vec![FieldError::invalid(
-                    format!("metadata.{field}"),
-                    Value::from(v),
-                    format!("must match the service account {field} if specified"),
-                )]));
-            }
+        // Without a key nothing can be issued; say so before any validation.
+        if !self.signer.can_sign() {
+            return Err(RegistryError::Internal(SignError::NoKey.to_string()));
         }
+        check_names(req, namespace, name)?;
         // 3. The ServiceAccount must exist.
         let sa = objects
             .get(Kind::ServiceAccount, namespace, name)
             .await
             .map_err(lookup_error)?
-            .ok_or_else(|| not_found("serviceaccounts", name))?;
-        let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
-        // 5–6. Defaults: the API audiences and one hour.
-        let mut audiences: Vec<String> = spec
-            .get("audiences")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if audiences.is_empty() {
-            audiences = self.config.api_audiences.clone();
-        }
-        let requested = match spec.get("expirationSeconds") {
-            None | Some(Value::Null) => DEFAULT_EXPIRATION_SECONDS,
-            Some(v) => v.as_i64().ok_or_else(|| {
-                RegistryError::BadRequest("TokenRequest in version \"v1\" cannot be handled as a TokenRequest: spec.expirationSeconds must be an integer".into())
-            })?,
-        };
-        // 7. Static validation.
-        if requested < self.config.min_expiration_seconds {
-            return Err(invalid(vec![FieldError::invalid(
-                "spec.expirationSeconds",
-                Value::from(requested),
-                "may not specify a duration less than 10 minutes",
-            )]));
-        }
-        if requested > MAX_EXPIRATION_SECONDS {
-            return Err(invalid(vec![FieldError::invalid(
-                "spec.expirationSeconds",
-                Value::from(requested),
-                "may not specify a duration larger than 2^32 seconds",
-            )]));
-        }
+            .ok_or_else(|| not_found(Kind::ServiceAccount.plural(), name))?;
+        // 5–7. Defaults and static validation.
+        let spec = req.spec.clone().unwrap_or_default();
+        let audiences = claims::request_audiences(&self.config, spec.audiences.unwrap_or_default());
+        let expiration_seconds =
+            claims::requested_expiration(&self.config, spec.expiration_seconds)
+                .map_err(expiration_invalid)?;
         // 9. The bound object.
-        let bound_ref = spec.get("boundObjectRef").filter(|v| v.is_object());
-        let mut binding = Binding::default();
-        if let Some(r) = bound_ref {
-            binding = self.bind(objects, namespace, name, r).await?;
-        }
-        // 10. The maximum shortens, never fails.
-        let mut warnings = Vec::new();
-        let mut expiration = requested;
-        if let Some(max) = self.config.max_expiration_seconds
-            && expiration > max
-        {
-            warnings.push(format!(
-                "requested expiration of {expiration} seconds shortened to {max} seconds"
-            ));
-            expiration = max;
-        }
-        // 11. The admission-injected 3607 s token is valid for a year (capped by the
-        // maximum) for clients that never reload it, with `warnafter` marking when its
-        // use becomes stale.
-        let now = self.clock.now().as_second();
-        let extend = self.config.extend_expiration
-            && binding.pod.is_some()
-            && expiration == WARN_ONLY_EXPIRATION_SECONDS
-            && audiences
-                .iter()
-                .all(|a| self.config.api_audiences.contains(a));
-        let (lifetime, warn_after) = if extend {
-            let extended = self
-                .config
-                .max_expiration_seconds
-                .map_or(EXTENDED_EXPIRATION_SECONDS, |m| {
-                    m.clamp(WARN_ONLY_EXPIRATION_SECONDS, EXTENDED_EXPIRATION_SECONDS)
-                });
-            (extended, Some(now + WARN_ONLY_EXPIRATION_SECONDS))
-        } else {
-            (expiration, None)
+        let binding = match &spec.bound_object_ref {
+            Some(r) => self.bind(objects, namespace, name, r).await?,
+            None => Binding::default(),
         };
+        // 10–11. The lifetime rules and the claims.
         let jti = uuid::Uuid::new_v4().to_string();
-        let claims = BoundClaims {
-            issuer: self.config.issuers.first().cloned().unwrap_or_default(),
-            audiences: audiences.clone(),
-            issued_at: now,
-            expires_at: now + lifetime,
-            jti: Some(jti.clone()),
+        let request = BoundRequest {
             namespace: namespace.to_string(),
             service_account: ObjectRef {
                 name: name.to_string(),
                 uid: lookup::uid(&sa).to_string(),
             },
-            pod: binding.pod,
-            secret: binding.secret,
-            node: binding.node,
-            warn_after,
+            audiences,
+            expiration_seconds,
+            binding,
         };
-        // 12. Sign; the status reports the requested (not the extended) expiry.
-        let token = jws::sign(signing, &claims.to_json())
-            .map_err(|e| RegistryError::Internal(e.to_string()))?;
-        let issued_at = jiff::Timestamp::from_second(now)
-            .map_err(|e| RegistryError::Internal(e.to_string()))?;
-        let expires = jiff::Timestamp::from_second(now + expiration)
-            .map_err(|e| RegistryError::Internal(e.to_string()))?;
-        let response = json!({
-            "kind": "TokenRequest",
-            "apiVersion": "authentication.k8s.io/v1",
-            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": format_time(issued_at)},
-            "spec": {
-                "audiences": audiences,
-                "expirationSeconds": expiration,
-                "boundObjectRef": bound_ref.cloned().unwrap_or(Value::Null),
-            },
-            "status": {"token": token, "expirationTimestamp": format_time(expires)},
-        });
-        let mut annotations = BTreeMap::new();
-        annotations.insert(
-            "authentication.kubernetes.io/issued-credential-id".to_string(),
-            format!("JTI={jti}"),
+        let token = claims::bound_token(
+            &self.config,
+            request,
+            self.clock.now().as_second(),
+            jti.clone(),
         );
+        // 12. Sign.
+        let signed = self
+            .signer
+            .sign_bound(&token.claims)
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let response = response(namespace, name, &token, signed, spec.bound_object_ref)?;
         Ok(Issued {
             response,
-            warnings,
-            annotations,
+            warnings: token.warnings,
+            // token.go: the audit log names the token by its jti.
+            annotations: BTreeMap::from([(
+                wellknown::AUDIT_ISSUED_CREDENTIAL_ID.to_string(),
+                format!("JTI={jti}"),
+            )]),
         })
     }
 
-    /// Resolves `boundObjectRef` to the objects the token names.
+    /// Step 9: resolves `boundObjectRef` to the objects the token names. The object must
+    /// exist and, when the reference names a uid, be that one.
     async fn bind(
         &self,
         objects: &dyn ObjectLookup,
         namespace: &str,
         sa_name: &str,
-        r: &Value,
+        r: &BoundObjectReference,
     ) -> Result<Binding, RegistryError> {
-        let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default();
-        let (kind_name, api_version, name, want_uid) =
-            (s("kind"), s("apiVersion"), s("name"), s("uid"));
-        // Only the group counts; kube-apiserver ignores the version.
-        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-        let kind = match (group, kind_name) {
-            ("", "Pod") => Kind::Pod,
-            ("", "Secret") => Kind::Secret,
-            ("", "Node") => Kind::Node,
-            _ => {
-                let version = api_version.rsplit_once('/').map_or(api_version, |(_, v)| v);
-                let gvk = if group.is_empty() {
-                    format!("/{version}, Kind={kind_name}")
-                } else {
-                    format!("{group}/{version}, Kind={kind_name}")
-                };
-                return Err(RegistryError::BadRequest(format!(
-                    "cannot bind token to object of type {gvk}"
-                )));
-            }
-        };
+        fn s(field: &Option<String>) -> &str {
+            field.as_deref().unwrap_or_default()
+        }
+        let (kind_name, name, want_uid) = (s(&r.kind), s(&r.name), s(&r.uid));
+        let kind = bound_kind(kind_name, s(&r.api_version))?;
         let obj = objects
             .get(kind, namespace, name)
             .await
@@ -302,55 +331,60 @@ impl Issuer {
             name: name.to_string(),
             uid: live_uid,
         };
-        let mut binding = Binding::default();
         match kind {
-            Kind::Pod => {
-                let pod_sa = obj
-                    .pointer("/spec/serviceAccountName")
-                    .and_then(Value::as_str)
-                    .unwrap_or("default");
-                if pod_sa != sa_name {
-                    return Err(RegistryError::BadRequest(format!(
-                        "cannot bind token for serviceaccount {sa_name:?} to pod running with different serviceaccount name."
-                    )));
-                }
-                // A scheduled pod's token also names its node; a missing Node gives the name only.
-                if let Some(node_name) = obj
-                    .pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .filter(|n| !n.is_empty())
-                {
-                    let node = objects
-                        .get(Kind::Node, "", node_name)
-                        .await
-                        .map_err(lookup_error)?;
-                    binding.node = Some(NodeRef {
-                        name: node_name.to_string(),
-                        uid: node
-                            .map(|n| lookup::uid(&n).to_string())
-                            .filter(|u| !u.is_empty()),
-                    });
-                }
-                binding.pod = Some(me);
-            }
-            Kind::Secret => binding.secret = Some(me),
-            Kind::Node => {
-                binding.node = Some(NodeRef {
+            Kind::Pod => pod_binding(objects, sa_name, &obj, me).await,
+            Kind::Secret => Ok(Binding {
+                secret: Some(me),
+                ..Binding::default()
+            }),
+            Kind::Node => Ok(Binding {
+                node: Some(NodeRef {
                     name: me.name,
                     uid: Some(me.uid),
-                })
-            }
-            Kind::ServiceAccount => {}
+                }),
+                ..Binding::default()
+            }),
+            Kind::ServiceAccount => Ok(Binding::default()),
         }
-        Ok(binding)
     }
 }
 
-#[derive(Debug, Default)]
-struct Binding {
-    pod: Option<ObjectRef>,
-    secret: Option<ObjectRef>,
-    node: Option<NodeRef>,
+/// A pod runs as the token's ServiceAccount; a scheduled pod's token also names its node,
+/// by name only when the Node is missing.
+async fn pod_binding(
+    objects: &dyn ObjectLookup,
+    sa_name: &str,
+    pod: &Value,
+    me: ObjectRef,
+) -> Result<Binding, RegistryError> {
+    let pod_sa = pod
+        .pointer("/spec/serviceAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or(wellknown::DEFAULT_SERVICE_ACCOUNT);
+    if pod_sa != sa_name {
+        return Err(RegistryError::BadRequest(format!(
+            "cannot bind token for serviceaccount {sa_name:?} to pod running with different serviceaccount name."
+        )));
+    }
+    let mut binding = Binding::default();
+    if let Some(node_name) = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        let node = objects
+            .get(Kind::Node, "", node_name)
+            .await
+            .map_err(lookup_error)?;
+        binding.node = Some(NodeRef {
+            name: node_name.to_string(),
+            uid: node
+                .map(|n| lookup::uid(&n).to_string())
+                .filter(|u| !u.is_empty()),
+        });
+    }
+    binding.pod = Some(me);
+    Ok(binding)
 }
 
 #[cfg(test)]
@@ -358,6 +392,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::clock::FakeClock;
     use crate::tokens::keys::{SigningKey, generate_rsa_2048_pem};
+    use serde_json::json;
     use std::collections::HashMap;
     use std::sync::Mutex;
 
@@ -436,6 +471,38 @@ pub(crate) mod tests {
         (issuer, objects, keys)
     }
 
+    /// The issued token with the response as JSON, for tests that write requests and read
+    /// responses as clients do.
+    pub(crate) struct IssuedJson {
+        pub(crate) response: Value,
+        pub(crate) warnings: Vec<String>,
+        pub(crate) annotations: BTreeMap<String, String>,
+    }
+
+    impl std::fmt::Debug for IssuedJson {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("IssuedJson").finish_non_exhaustive()
+        }
+    }
+
+    impl Issuer {
+        pub(crate) async fn request_json(
+            &self,
+            objects: &dyn ObjectLookup,
+            namespace: &str,
+            name: &str,
+            body: &Value,
+        ) -> Result<IssuedJson, RegistryError> {
+            let req: TokenRequest = serde_json::from_value(body.clone()).unwrap();
+            let out = self.request(objects, namespace, name, &req).await?;
+            Ok(IssuedJson {
+                response: serde_json::to_value(&out.response).unwrap(),
+                warnings: out.warnings,
+                annotations: out.annotations,
+            })
+        }
+    }
+
     fn payload(resp: &Value) -> Value {
         let token = resp["status"]["token"].as_str().unwrap();
         jws::decode(token).unwrap().claims
@@ -445,7 +512,7 @@ pub(crate) mod tests {
     async fn defaults_to_an_hour_and_the_api_audiences() {
         let (issuer, objects, keys) = setup(None);
         let out = issuer
-            .request(&objects, "default", "example-sa", &json!({"spec": {}}))
+            .request_json(&objects, "default", "example-sa", &json!({"spec": {}}))
             .await
             .unwrap();
         let r = &out.response;
@@ -474,10 +541,23 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn debug_never_prints_the_token() {
+        let (issuer, objects, _) = setup(None);
+        let req: TokenRequest = serde_json::from_value(json!({"spec": {}})).unwrap();
+        let out = issuer
+            .request(&objects, "default", "example-sa", &req)
+            .await
+            .unwrap();
+        let token = out.response.status.as_ref().unwrap().token.clone().unwrap();
+        let shown = format!("{out:?}");
+        assert!(!shown.contains(&token) && !shown.contains("eyJ"), "{shown}");
+    }
+
+    #[tokio::test]
     async fn validation_messages() {
         let (issuer, objects, _) = setup(None);
         let err = issuer
-            .request(
+            .request_json(
                 &objects,
                 "default",
                 "example-sa",
@@ -504,14 +584,14 @@ pub(crate) mod tests {
             other => panic!("{other:?}"),
         }
         let err = issuer
-            .request(&objects, "default", "nope", &json!({}))
+            .request_json(&objects, "default", "nope", &json!({}))
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "serviceaccounts \"nope\" not found");
         let big = json!({"spec": {"expirationSeconds": 4_294_967_297_i64}});
         assert!(matches!(
             issuer
-                .request(&objects, "default", "example-sa", &big)
+                .request_json(&objects, "default", "example-sa", &big)
                 .await,
             Err(RegistryError::Invalid { .. })
         ));
@@ -523,7 +603,7 @@ pub(crate) mod tests {
         let body =
             json!({"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p1"}}});
         let out = issuer
-            .request(&objects, "default", "example-sa", &body)
+            .request_json(&objects, "default", "example-sa", &body)
             .await
             .unwrap();
         let k = &payload(&out.response)["kubernetes.io"];
@@ -531,7 +611,7 @@ pub(crate) mod tests {
         assert_eq!(k["node"], json!({"name": "node-a", "uid": "node-uid"}));
         objects.remove(Kind::Node, "", "node-a");
         let out = issuer
-            .request(&objects, "default", "example-sa", &body)
+            .request_json(&objects, "default", "example-sa", &body)
             .await
             .unwrap();
         assert_eq!(
@@ -545,7 +625,7 @@ pub(crate) mod tests {
             json!({"metadata": {"name": "other", "uid": "o"}}),
         );
         let err = issuer
-            .request(&objects, "default", "other", &body)
+            .request_json(&objects, "default", "other", &body)
             .await
             .unwrap_err();
         assert_eq!(
@@ -554,14 +634,14 @@ pub(crate) mod tests {
         );
         let wrong_uid = json!({"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p1", "uid": "old"}}});
         let err = issuer
-            .request(&objects, "default", "example-sa", &wrong_uid)
+            .request_json(&objects, "default", "example-sa", &wrong_uid)
             .await
             .unwrap_err();
         assert!(matches!(err, RegistryError::Conflict { .. }), "{err:?}");
         let missing = json!({"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "nope"}}});
         assert_eq!(
             issuer
-                .request(&objects, "default", "example-sa", &missing)
+                .request_json(&objects, "default", "example-sa", &missing)
                 .await
                 .unwrap_err()
                 .to_string(),
@@ -570,7 +650,7 @@ pub(crate) mod tests {
         let deploy = json!({"spec": {"boundObjectRef": {"kind": "Deployment", "apiVersion": "apps/v1", "name": "d"}}});
         assert_eq!(
             issuer
-                .request(&objects, "default", "example-sa", &deploy)
+                .request_json(&objects, "default", "example-sa", &deploy)
                 .await
                 .unwrap_err()
                 .to_string(),
@@ -583,7 +663,7 @@ pub(crate) mod tests {
         let (issuer, objects, _) = setup(None);
         let body = json!({"spec": {"boundObjectRef": {"kind": "Secret", "apiVersion": "v1", "name": "s1"}}});
         let out = issuer
-            .request(&objects, "default", "example-sa", &body)
+            .request_json(&objects, "default", "example-sa", &body)
             .await
             .unwrap();
         assert_eq!(
@@ -592,7 +672,7 @@ pub(crate) mod tests {
         );
         let body = json!({"spec": {"boundObjectRef": {"kind": "Node", "apiVersion": "v1", "name": "node-a"}}});
         let out = issuer
-            .request(&objects, "default", "example-sa", &body)
+            .request_json(&objects, "default", "example-sa", &body)
             .await
             .unwrap();
         assert_eq!(
@@ -607,13 +687,13 @@ pub(crate) mod tests {
         let pod = json!({"kind": "Pod", "apiVersion": "v1", "name": "p1"});
         let body = json!({"spec": {"expirationSeconds": 3607, "boundObjectRef": pod}});
         let out = issuer
-            .request(&objects, "default", "example-sa", &body)
+            .request_json(&objects, "default", "example-sa", &body)
             .await
             .unwrap();
         let c = payload(&out.response);
         assert_eq!(
             c["exp"].as_i64().unwrap() - NOW,
-            EXTENDED_EXPIRATION_SECONDS
+            wellknown::TOKEN_EXPIRATION_EXTENSION_SECONDS
         );
         assert_eq!(c["kubernetes.io"]["warnafter"], NOW + 3607);
         // The status still says 3607 s, which is what kubelet refreshes on.
@@ -628,7 +708,7 @@ pub(crate) mod tests {
             json!({"spec": {"expirationSeconds": 3607, "boundObjectRef": pod, "audiences": ["vault"]}}),
         ] {
             let out = issuer
-                .request(&objects, "default", "example-sa", &body)
+                .request_json(&objects, "default", "example-sa", &body)
                 .await
                 .unwrap();
             let c = payload(&out.response);
@@ -641,7 +721,7 @@ pub(crate) mod tests {
     async fn the_maximum_shortens_with_a_warning() {
         let (issuer, objects, _) = setup(Some(7200));
         let out = issuer
-            .request(
+            .request_json(
                 &objects,
                 "default",
                 "example-sa",
@@ -656,7 +736,7 @@ pub(crate) mod tests {
         );
         let pod = json!({"kind": "Pod", "apiVersion": "v1", "name": "p1"});
         let out = issuer
-            .request(
+            .request_json(
                 &objects,
                 "default",
                 "example-sa",
@@ -676,7 +756,7 @@ pub(crate) mod tests {
     async fn body_may_not_name_another_account() {
         let (issuer, objects, _) = setup(None);
         let err = issuer
-            .request(
+            .request_json(
                 &objects,
                 "default",
                 "example-sa",
@@ -687,7 +767,7 @@ pub(crate) mod tests {
         assert!(matches!(err, RegistryError::Invalid { .. }));
         assert!(
             issuer
-                .request(
+                .request_json(
                     &objects,
                     "default",
                     "example-sa",
