@@ -13,6 +13,7 @@ pub(crate) mod controllers;
 pub(crate) mod diagnose;
 pub(crate) mod pki;
 pub(crate) mod registry;
+pub(crate) mod server;
 pub(crate) mod store;
 pub(crate) mod telemetry;
 pub(crate) mod tokens;
