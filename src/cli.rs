@@ -2,10 +2,12 @@
 //! that runs it; `serve`'s flags and their resolution are in `cli/serve.rs`, its wiring in
 //! `server`. The only module that reads flags or the environment; nothing imports it.
 
+mod bench;
 mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,7 +16,6 @@ use jiff::SignedDuration;
 
 use self::serve::ServeArgs;
 use crate::agent::{self, AgentConfig, RunConfig};
-use crate::bench;
 use crate::clock::SystemClock;
 use crate::diagnose::{self, DiagnoseConfig};
 use crate::server;
@@ -36,7 +37,7 @@ enum Command {
     /// Run the API server (TLS; embedded SQLite store in the data directory).
     Serve(ServeArgs),
     /// Load a running server and print throughput and latency figures.
-    Bench(bench::BenchArgs),
+    Bench(tokenwarden_bench::BenchArgs),
     /// Run the node agent: register a Node, and write the service-account tokens and other
     /// volumes of its Pods as the kubelet does (works against any cluster).
     Agent(AgentArgs),
@@ -188,12 +189,14 @@ fn run_serve(args: ServeArgs) -> ExitCode {
 }
 
 /// `tokenwarden bench`.
-fn run_bench(args: bench::BenchArgs) -> ExitCode {
+fn run_bench(args: tokenwarden_bench::BenchArgs) -> ExitCode {
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
-        .and_then(|runtime| runtime.block_on(bench::run(args)));
+        .and_then(|runtime| {
+            runtime.block_on(tokenwarden_bench::run(args, Arc::new(bench::ServerKeys)))
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

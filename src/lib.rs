@@ -6,7 +6,6 @@
 pub(crate) mod admission;
 pub(crate) mod agent;
 pub(crate) mod api;
-pub(crate) mod bench;
 pub mod cli;
 pub(crate) mod clock;
 pub(crate) mod controllers;
