@@ -6,13 +6,13 @@
 pub(crate) mod admission;
 pub(crate) mod agent;
 pub(crate) mod api;
-pub(crate) mod bench;
 pub mod cli;
 pub(crate) mod clock;
 pub(crate) mod controllers;
 pub(crate) mod diagnose;
 pub(crate) mod pki;
 pub(crate) mod registry;
+pub(crate) mod server;
 pub(crate) mod store;
 pub(crate) mod telemetry;
 pub(crate) mod tokens;

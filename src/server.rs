@@ -1,0 +1,489 @@
+//! `tokenwarden serve` once its flags are resolved: [`build`] turns a [`Config`] into a
+//! ready [`Server`] (it does the I/O: data-dir lock, certificates, keys, store, registry,
+//! authenticators, token services, background tasks), and [`Server::run`] serves until the
+//! stop future completes, then shuts the parts down in order.
+//!
+//! It must not read flags, the environment or signals: `cli` resolves the flags into a
+//! [`Config`] (ripgrep's `LowArgs` → `HiArgs`) and hands over the stop future. It must not use
+//! `agent`, `diagnose` or `bench`, and nothing but `cli` uses it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use jiff::SignedDuration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::admission::AutomountMode;
+use crate::api::{self, AppState, ServerConfig, TokenServices};
+use crate::clock::{SharedClock, SystemClock};
+use crate::controllers::{self, AlwaysLeader, ControllerConfig};
+use crate::pki::datadir::DataDirLock;
+use crate::pki::{self, Pki, PkiConfig};
+use crate::registry::Registry;
+use crate::registry::resources::Limits;
+use crate::store::{self, Store};
+use crate::telemetry::audit::AuditLog;
+use crate::telemetry::metrics::Metrics;
+use crate::tokens::authenticator::{
+    self, AuthCache, AuthenticatorConfig, LegacyTokenUse, ServiceAccountAuthenticator,
+};
+use crate::tokens::issuer::{Issuer, IssuerConfig};
+use crate::tokens::keys::{KeySet, SigningKey, VerifyingKey};
+use crate::tokens::oidc;
+use crate::tokens::static_tokens::StaticTokens;
+use crate::tokens::{AuthenticatorChain, UserInfo};
+use crate::wellknown;
+
+/// The store's file in the data directory (also what `tokenwarden backup` copies).
+pub(crate) const DATABASE_FILE: &str = "tokenwarden.db";
+
+/// How many revisions of history the store keeps for watches that resume (kine's
+/// `compact-min-retain`), and how often it compacts.
+const RETAINED_REVISIONS: i64 = 1000;
+const COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long a stop waits for open requests before closing connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Legacy token uses queued for the tracking controller before the authenticator drops them.
+const LEGACY_USE_QUEUE: usize = 1024;
+
+/// Descriptors kept free for the store, logs and key files when capping connections.
+const RESERVED_FILES: u64 = 256;
+
+/// Everything `tokenwarden serve` needs, validated and derived from its flags by `cli`; no
+/// field needs further checking, and defaults that depend on files (the generated signing key,
+/// this server's URL) are the `None`s documented below.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// Certificates and the data directory (`--data-dir`, `--bind-address`, `--secure-port`,
+    /// `--tls-*`).
+    pub(crate) pki: PkiConfig,
+    /// Where the server listens.
+    pub(crate) bind: SocketAddr,
+    /// Published in the `kubernetes` Service's endpoints.
+    pub(crate) advertise: SocketAddr,
+    /// `--token-auth-file`.
+    pub(crate) token_auth_file: Option<PathBuf>,
+    /// `--service-account-issuer`, checked: the first signs, all are accepted.
+    pub(crate) issuers: Vec<String>,
+    /// `--api-audiences`, defaulting to the issuers.
+    pub(crate) api_audiences: Vec<String>,
+    /// `--service-account-signing-key-file`; `None`: the generated `DATA_DIR/sa.key`.
+    pub(crate) signing_key_file: Option<PathBuf>,
+    /// `--service-account-key-file`.
+    pub(crate) verifying_key_files: Vec<PathBuf>,
+    /// `--service-account-max-token-expiration` in seconds; `None`: no maximum.
+    pub(crate) max_expiration_seconds: Option<i64>,
+    pub(crate) extend_expiration: bool,
+    pub(crate) lookup_legacy: bool,
+    /// `--service-account-jwks-uri`; `None`: this server's `/openid/v1/jwks`.
+    pub(crate) jwks_uri: Option<String>,
+    pub(crate) anonymous_issuer_discovery: bool,
+    pub(crate) audit_log_path: Option<PathBuf>,
+    /// What pods mount, from `--emulated-version` (a Secret volume below 1.21).
+    pub(crate) automount: AutomountMode,
+    /// Whether every ServiceAccount gets a token Secret (`--emulated-version` below 1.24).
+    pub(crate) auto_create_legacy_tokens: bool,
+    pub(crate) legacy_cleanup_period: SignedDuration,
+    /// The shortest token lifetime served (10 minutes unless a testing flag lowers it).
+    pub(crate) min_token_expiration: i64,
+    /// `--max-connections` as asked; [`build`] lowers it to fit the open-file limit.
+    pub(crate) max_connections: usize,
+    pub(crate) max_requests_inflight: usize,
+    pub(crate) max_mutating_requests_inflight: usize,
+    pub(crate) testing: Testing,
+}
+
+/// The UNSAFE `--testing-*` flags, kept apart so that [`build`] can warn about each one set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Testing {
+    pub(crate) clock_offset: Option<SignedDuration>,
+    pub(crate) create_delay: Option<Duration>,
+    pub(crate) min_token_expiration: Option<i64>,
+}
+
+/// A server built from a [`Config`]: its parts are open and its controllers running, but it
+/// does not listen until [`Server::run`].
+pub(crate) struct Server {
+    api: ServerConfig,
+    state: AppState,
+    shutdown: watch::Sender<bool>,
+    tasks: Tasks,
+    audit: Option<Arc<AuditLog>>,
+    store: Arc<dyn Store>,
+    /// Held until the store is closed, so that no second server opens the same database.
+    data_dir_lock: DataDirLock,
+    /// For the "serving on" line: this server's URL and its admin kubeconfig.
+    url: String,
+    kubeconfig: PathBuf,
+}
+
+/// Background tasks started by [`build`].
+struct Tasks {
+    controllers: JoinHandle<()>,
+    compactor: JoinHandle<()>,
+    invalidator: JoinHandle<()>,
+}
+
+/// Does the I/O that `serve` needs before it can listen, in this order: lock the data
+/// directory, prepare certificates, open the store and registry, load keys and static
+/// tokens, then start the compactor, the cache invalidator and the controllers.
+pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
+    let clock = server_clock(&config.testing);
+    // 1. First, before anything in the directory is written: a second server on the same data
+    //    dir stops here instead of both writing to one database.
+    let data_dir_lock = pki::datadir::lock(&config.pki.data_dir)?;
+    // 2. Certificates follow the real time even under --testing-clock-offset: clients verify
+    //    them against their own clocks.
+    let pki = pki::ensure(&config.pki, SystemClock::shared().now())
+        .context("preparing certificates and keys")?;
+    // 3. The store, and the registry over it with the system namespaces in place.
+    let store: Arc<dyn Store> =
+        store::sqlite::SqliteStore::open(&config.pki.data_dir.join(DATABASE_FILE))
+            .context("opening the store")?;
+    let registry = open_registry(&config, store.clone(), clock.clone()).await?;
+    // 4. Static users, keys, authenticators and the token services.
+    let statics = static_tokens(&pki, config.token_auth_file.as_deref())?;
+    let keys = load_keys(&config, &pki)?;
+    let metrics = Arc::new(Metrics::new());
+    let (authn, legacy_uses, invalidator) =
+        authenticators(&config, statics, &keys, &registry, &clock, &metrics);
+    let tokens = token_services(&config, &pki, &keys, clock.clone(), metrics)?;
+    let audit = tokens.audit.clone();
+    // 5. Background work; the controllers stop when `shutdown` turns true.
+    let compactor = tokio::spawn(store::compact_periodically(
+        store.clone(),
+        COMPACTION_INTERVAL,
+        RETAINED_REVISIONS,
+    ));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let controllers = spawn_controllers(
+        &config,
+        &pki,
+        keys,
+        &registry,
+        clock,
+        legacy_uses,
+        &shutdown_rx,
+    );
+    let state = AppState::new(
+        registry,
+        authn,
+        config.bind.to_string(),
+        shutdown_rx,
+        tokens,
+    );
+    Ok(Server {
+        api: api_config(&config, &pki)?,
+        state,
+        shutdown,
+        tasks: Tasks {
+            controllers,
+            compactor,
+            invalidator,
+        },
+        audit,
+        store,
+        data_dir_lock,
+        url: pki.server_url().to_string(),
+        kubeconfig: std::path::absolute(pki.kubeconfig_path())
+            .unwrap_or_else(|_| pki.kubeconfig_path().to_path_buf()),
+    })
+}
+
+impl Server {
+    /// Serves until `stop` completes, then drains requests, closes watches, waits for the
+    /// controllers and closes the audit log and the store, in that order.
+    pub(crate) async fn run(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Server {
+            api,
+            state,
+            shutdown,
+            tasks,
+            audit,
+            store,
+            data_dir_lock,
+            url,
+            kubeconfig,
+        } = self;
+        let stop = async move {
+            stop.await;
+            tracing::info!("shutting down: draining requests and closing watches");
+            let _ = shutdown.send(true);
+        };
+        api::serve(api, state, stop, move |addr| {
+            tracing::info!(
+                "tokenwarden {} serving on https://{addr} ({url}, Kubernetes {}) - export KUBECONFIG={}",
+                env!("CARGO_PKG_VERSION"),
+                wellknown::KUBE_GIT_VERSION,
+                kubeconfig.display()
+            );
+        })
+        .await
+        .context("serving")?;
+        // Controllers stop at the shutdown signal; wait so that no write races the close.
+        let _ = tasks.controllers.await;
+        tasks.compactor.abort();
+        tasks.invalidator.abort();
+        if let Some(audit) = audit {
+            close_audit_log(&audit).await;
+        }
+        store.close().await.context("closing the store")?;
+        drop(data_dir_lock);
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The server's clock: the system's, or shifted by `--testing-clock-offset`.
+fn server_clock(testing: &Testing) -> SharedClock {
+    match testing.clock_offset {
+        Some(offset) => {
+            tracing::warn!(
+                "--testing-clock-offset={offset}: the server clock is shifted; never use this outside tests"
+            );
+            SystemClock::with_offset(offset)
+        }
+        None => SystemClock::shared(),
+    }
+}
+
+/// The registry over `store`, with its limits and the system namespaces in place.
+async fn open_registry(
+    config: &Config,
+    store: Arc<dyn Store>,
+    clock: SharedClock,
+) -> anyhow::Result<Registry> {
+    if let Some(secs) = config.testing.min_token_expiration {
+        tracing::warn!(
+            "--testing-min-token-expiration={secs}s: tokens may be shorter than 10 minutes; never use this outside tests"
+        );
+    }
+    let mut registry = Registry::new(store, clock).with_limits(Limits {
+        min_token_expiration: config.min_token_expiration,
+    });
+    if let Some(delay) = config.testing.create_delay {
+        tracing::warn!(
+            "--testing-create-delay={}s: every create waits before it is written; never use this outside tests",
+            delay.as_secs()
+        );
+        registry = registry.with_testing_create_delay(delay);
+    }
+    registry
+        .ensure_system_namespaces()
+        .await
+        .context("creating the system namespaces")?;
+    Ok(registry)
+}
+
+/// The admin token of `admin.kubeconfig`, plus the users of `--token-auth-file`.
+fn static_tokens(pki: &Pki, token_auth_file: Option<&Path>) -> anyhow::Result<StaticTokens> {
+    let mut statics = StaticTokens::default();
+    statics.insert(
+        pki.admin_token(),
+        UserInfo {
+            username: "admin".into(),
+            uid: "admin-uid".into(),
+            groups: vec![wellknown::GROUP_MASTERS.into()],
+            extra: Default::default(),
+        },
+    );
+    if let Some(path) = token_auth_file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        statics
+            .add_csv(&text)
+            .with_context(|| format!("parsing {}", path.display()))?;
+    }
+    Ok(statics)
+}
+
+/// The signing key (the generated one unless a file is named) and the extra verifying keys.
+fn load_keys(config: &Config, pki: &Pki) -> anyhow::Result<Arc<KeySet>> {
+    let signing_path = config
+        .signing_key_file
+        .clone()
+        .unwrap_or_else(|| pki.sa_key_path().to_path_buf());
+    let signing = SigningKey::from_pem(
+        &std::fs::read(&signing_path)
+            .with_context(|| format!("reading {}", signing_path.display()))?,
+    )
+    .with_context(|| format!("loading the signing key {}", signing_path.display()))?;
+    let mut verifying = Vec::new();
+    for path in &config.verifying_key_files {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        verifying.extend(
+            VerifyingKey::from_pem_all(&pem)
+                .with_context(|| format!("loading {}", path.display()))?,
+        );
+    }
+    Ok(Arc::new(KeySet::new(Some(signing), verifying)))
+}
+
+/// The static users, then service-account tokens; legacy token uses go to the returned
+/// receiver (for the tracking controller, which stamps the last-used label), and the returned
+/// task drops cached lookups when their objects change.
+fn authenticators(
+    config: &Config,
+    statics: StaticTokens,
+    keys: &Arc<KeySet>,
+    registry: &Registry,
+    clock: &SharedClock,
+    metrics: &Arc<Metrics>,
+) -> (
+    AuthenticatorChain,
+    mpsc::Receiver<LegacyTokenUse>,
+    JoinHandle<()>,
+) {
+    let cache = Arc::new(AuthCache::default());
+    let (legacy_tx, legacy_rx) = mpsc::channel(LEGACY_USE_QUEUE);
+    let mut authn = AuthenticatorChain::default();
+    authn.push(Box::new(statics));
+    authn.push(Box::new(
+        ServiceAccountAuthenticator::new(
+            AuthenticatorConfig {
+                issuers: config.issuers.clone(),
+                api_audiences: config.api_audiences.clone(),
+                lookup_legacy: config.lookup_legacy,
+            },
+            keys.clone(),
+            Arc::new(registry.clone()),
+            clock.clone(),
+            metrics.clone(),
+            cache.clone(),
+        )
+        .with_legacy_use_sink(legacy_tx),
+    ));
+    let invalidator = tokio::spawn(authenticator::invalidate_from_watch(
+        registry.clone(),
+        cache,
+    ));
+    (authn, legacy_rx, invalidator)
+}
+
+/// The issuer, the OIDC discovery documents and the audit log, as the API serves them.
+fn token_services(
+    config: &Config,
+    pki: &Pki,
+    keys: &Arc<KeySet>,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<TokenServices> {
+    let issuer = Arc::new(Issuer::new(
+        IssuerConfig {
+            issuers: config.issuers.clone(),
+            api_audiences: config.api_audiences.clone(),
+            max_expiration_seconds: config.max_expiration_seconds,
+            extend_expiration: config.extend_expiration,
+            min_expiration_seconds: config.min_token_expiration,
+        },
+        keys.clone(),
+        clock,
+    ));
+    let jwks_uri = config
+        .jwks_uri
+        .clone()
+        .unwrap_or_else(|| format!("{}/openid/v1/jwks", pki.server_url()));
+    let first_issuer = config.issuers.first().cloned().unwrap_or_default();
+    // Without discovery the server still runs; only the OIDC endpoints answer 404.
+    let oidc = oidc::build(&first_issuer, &jwks_uri, keys)
+        .inspect_err(|e| tracing::warn!("{e}"))
+        .ok();
+    let audit = match &config.audit_log_path {
+        Some(path) => {
+            Some(Arc::new(AuditLog::open(path).with_context(|| {
+                format!("opening the audit log {}", path.display())
+            })?))
+        }
+        None => None,
+    };
+    Ok(TokenServices {
+        issuer: Some(issuer),
+        api_audiences: config.api_audiences.clone(),
+        oidc,
+        anonymous_oidc: config.anonymous_issuer_discovery,
+        metrics,
+        audit,
+        automount: config.automount,
+    })
+}
+
+/// Starts the controllers; they stop when `shutdown` turns true.
+fn spawn_controllers(
+    config: &Config,
+    pki: &Pki,
+    keys: Arc<KeySet>,
+    registry: &Registry,
+    clock: SharedClock,
+    legacy_uses: mpsc::Receiver<LegacyTokenUse>,
+    shutdown: &watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(controllers::run(
+        registry.clone(),
+        clock,
+        ControllerConfig {
+            auto_create_legacy_tokens: config.auto_create_legacy_tokens,
+            legacy_cleanup_period: config.legacy_cleanup_period,
+            api_endpoint: Some(config.advertise),
+            ..ControllerConfig::new(pki.ca_pem().to_string(), keys)
+        },
+        legacy_uses,
+        Arc::new(AlwaysLeader),
+        shutdown.clone(),
+    ))
+}
+
+/// The listener's configuration: TLS from the certificates, and the connection and
+/// in-flight limits.
+fn api_config(config: &Config, pki: &Pki) -> anyhow::Result<ServerConfig> {
+    Ok(ServerConfig {
+        bind: config.bind,
+        tls: pki
+            .server_tls_config()
+            .context("building the TLS configuration")?,
+        shutdown_grace: SHUTDOWN_GRACE,
+        max_connections: connection_cap(config.max_connections),
+        max_requests_inflight: config.max_requests_inflight,
+        max_mutating_requests_inflight: config.max_mutating_requests_inflight,
+    })
+}
+
+/// Flushes the audit log and reports what it could not write.
+async fn close_audit_log(audit: &AuditLog) {
+    audit.close().await;
+    if audit.dropped() > 0 || audit.write_errors() > 0 {
+        tracing::warn!(
+            "audit log: {} events dropped, {} write errors",
+            audit.dropped(),
+            audit.write_errors()
+        );
+    }
+}
+
+/// `--max-connections`, lowered to what the open-file limit allows once raised to its
+/// hard maximum (each connection is a descriptor).
+fn connection_cap(asked: usize) -> usize {
+    match api::raise_open_file_limit() {
+        Ok(limit) => {
+            let fits = usize::try_from(limit.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX);
+            if fits < asked {
+                tracing::warn!(
+                    "open-file limit {limit}: serving at most {fits} connections (--max-connections={asked})"
+                );
+            }
+            asked.min(fits.max(1))
+        }
+        Err(e) => {
+            tracing::warn!("could not raise the open-file limit: {e}");
+            asked
+        }
+    }
+}
