@@ -610,3 +610,45 @@ fn cluster_info_and_the_kubernetes_service_r9() {
         &all,
     );
 }
+
+/// The impersonation filter: `system:masters` may act as another user (`kubectl --as`), and
+/// anybody else is refused with kube-apiserver's message instead of being ignored.
+#[test]
+fn impersonation_is_applied_for_masters_and_refused_otherwise() {
+    let s = Server::start();
+    let out = s.kubectl_ok(&[
+        "auth",
+        "whoami",
+        "--as=alice",
+        "--as-group=devs",
+        "-o",
+        "json",
+    ]);
+    let v: Value = or_die(serde_json::from_str(&out), "parse whoami");
+    ensure(
+        &s,
+        v["status"]["userInfo"]["username"] == "alice"
+            && v["status"]["userInfo"]["groups"]
+                == serde_json::json!(["devs", "system:authenticated"]),
+        "whoami --as shows the impersonated user",
+        &out,
+    );
+    s.kubectl_ok(&["create", "sa", "app"]);
+    let token = s.kubectl_ok(&["create", "token", "app"]);
+    let token_file = s.write_file("app.token", token.trim());
+    let as_admin = [("Impersonate-User", "admin")];
+    let r = request_as(&s, Some(Path::new(&token_file)), "GET", SAS, &as_admin, "");
+    assert_status(
+        &s,
+        &r,
+        403,
+        "Forbidden",
+        "a service account may not impersonate",
+    );
+    s.check(
+        r.json()["message"]
+            == "users \"admin\" is forbidden: User \"system:serviceaccount:default:app\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
+        "kube-apiserver's impersonation message",
+        &r.out,
+    );
+}
