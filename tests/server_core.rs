@@ -9,8 +9,7 @@ mod support;
 
 use support::{assert_stderr_line, assert_stdout, has_line};
 
-use std::process::Command;
-use support::{Output, Server, Streaming};
+use support::{Output, Server, Streaming, anonymous_get};
 
 /// The columns of a printed line (kubectl pads them with runs of spaces).
 fn cols(line: &str) -> Vec<&str> {
@@ -72,41 +71,6 @@ fn names(stdout: &str) -> Vec<&str> {
     let mut names: Vec<&str> = stdout.lines().collect();
     names.sort_unstable();
     names
-}
-
-// kubectl cannot send a request without credentials over TLS: with a credential-less user it
-// prompts for a username on stdin (measured: `Please enter Username:`, then `error: EOF`). So
-// anonymous requests go through python3's http.client, trusting the kubeconfig's CA.
-const ANONYMOUS_GET: &str = "import base64, http.client, ssl, sys
-server, ca, path = sys.argv[1:]
-ctx = ssl.create_default_context(cadata=base64.b64decode(ca).decode())
-conn = http.client.HTTPSConnection(server.split('//', 1)[1], context=ctx, timeout=20)
-conn.request('GET', path)
-response = conn.getresponse()
-sys.stdout.write(f'{response.status}\\n{response.read().decode()}')
-";
-
-/// `GET path` without credentials; stdout is the HTTP status, a newline, and the body.
-#[track_caller]
-fn anonymous_get(s: &Server, path: &str) -> (Output, u16, String) {
-    let cluster = "jsonpath={.clusters[0].cluster.server} \
-                   {.clusters[0].cluster.certificate-authority-data}";
-    let found = s.kubectl_ok(&["config", "view", "--raw", "--minify", "-o", cluster]);
-    let Some((server, ca)) = found.split_once(' ') else {
-        s.fail(format!("no cluster in the kubeconfig: {found}"))
-    };
-    let mut cmd = Command::new("python3");
-    cmd.args(["-c", ANONYMOUS_GET, server, ca, path]);
-    let out = s.run(cmd, None);
-    let (status, body) = out.stdout.split_once('\n').unwrap_or_default();
-    let status = status.parse().unwrap_or_default();
-    let body = body.to_owned();
-    s.check(
-        out.success() && status != 0,
-        "the anonymous request failed",
-        &out,
-    );
-    (out, status, body)
 }
 
 // kube-1.32-observed.md, "describe sa" (the same as seed 002's "After kubernetes 1.24" block).
@@ -686,23 +650,27 @@ fn raw_health_endpoints_and_anonymous_access() {
     assert_stdout(&s, &s.kubectl(&["get", "--raw", "/readyz"]), "ok");
     // The contract: /readyz, /livez, /healthz and /version are open to anonymous requests.
     for path in ["/readyz", "/livez", "/healthz"] {
-        let (out, status, body) = anonymous_get(&s, path);
-        s.check(status == 200 && body == "ok", "expected 200 `ok`", &out);
+        let r = anonymous_get(&s, path);
+        s.check(
+            r.status == 200 && r.text() == "ok",
+            "expected 200 `ok`",
+            &r.out,
+        );
     }
-    let (out, status, body) = anonymous_get(&s, "/version");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let r = anonymous_get(&s, "/version");
+    let (out, status, v) = (&r.out, r.status, r.json());
     let git = v["gitVersion"].as_str().unwrap_or_default();
     let ok = status == 200 && v["major"] == "1" && v["minor"] == "32" && git.starts_with("v1.32.");
-    s.check(ok, "anonymous /version must report 1.32", &out);
+    s.check(ok, "anonymous /version must report 1.32", out);
     // A real apiserver answers 403 Forbidden for system:anonymous; 401 is also a refusal. Either
     // way the body is a Status with the same code (kubectl-wire.md §4).
-    let (out, status, body) = anonymous_get(&s, "/api/v1/namespaces/default/serviceaccounts");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let r = anonymous_get(&s, "/api/v1/namespaces/default/serviceaccounts");
+    let (out, status, v) = (&r.out, r.status, r.json());
     let ok = (status == 401 || status == 403) && v["kind"] == "Status" && v["code"] == status;
     s.check(
         ok,
         "an anonymous list must be refused with a 401/403 Status",
-        &out,
+        out,
     );
 }
 

@@ -291,33 +291,11 @@ fn openssl_genkey(dir: &std::path::Path, name: &str, kind: &str) -> String {
     path
 }
 
-// kubectl cannot send a request without credentials (server_core.rs explains), so anonymous
-// requests go through python3's http.client, trusting the data dir's CA.
-const ANONYMOUS_GET: &str = "import http.client, ssl, sys
-port, ca, path = sys.argv[1:]
-ctx = ssl.create_default_context(cafile=ca)
-conn = http.client.HTTPSConnection('127.0.0.1', int(port), context=ctx, timeout=20)
-conn.request('GET', path)
-r = conn.getresponse()
-sys.stdout.write(f'{r.status}\\n{r.getheader(\"Content-Type\")}\\n{r.read().decode()}')
-";
-
 /// `GET path` without credentials: (status, content type, body).
 #[track_caller]
 fn anonymous_get(s: &Server, path: &str) -> (u16, String, String) {
-    let ca = s.data_dir().join("ca.crt").to_string_lossy().into_owned();
-    let mut cmd = Command::new("python3");
-    cmd.args(["-c", ANONYMOUS_GET, &s.port().to_string(), &ca, path]);
-    let out = s.run(cmd, None);
-    s.check(out.success(), "the anonymous request failed", &out);
-    let mut parts = out.stdout.splitn(3, '\n');
-    let status = parts.next().unwrap_or_default().parse().unwrap_or_default();
-    let content_type = parts.next().unwrap_or_default().to_owned();
-    (
-        status,
-        content_type,
-        parts.next().unwrap_or_default().to_owned(),
-    )
+    let r = support::anonymous_get(s, path);
+    (r.status, r.header("content-type").to_owned(), r.text())
 }
 
 #[track_caller]

@@ -669,6 +669,13 @@ pub(crate) fn request_as(
     s.https_as(true, token_file, method, path, headers, body)
 }
 
+/// `GET path` without credentials (kubectl cannot send one: with a credential-less user it
+/// prompts for a username on stdin).
+#[track_caller]
+pub(crate) fn anonymous_get(s: &Server, path: &str) -> Reply {
+    request_as(s, None, "GET", path, &[], "")
+}
+
 /// Unless the reply is a `Status` with this code and reason, fails with `what`.
 #[track_caller]
 pub(crate) fn assert_status(s: &Server, reply: &Reply, code: u16, reason: &str, what: &str) {
