@@ -3,8 +3,11 @@
 //! default, wording) shows up as a reviewed diff. `UPDATE_GOLDEN=1` rewrites the file. It must
 //! not start a server.
 
-use std::path::Path;
+mod support;
+
 use std::process::Command;
+
+use support::check_golden;
 
 /// The help text of `tokenwarden ARGS --help`, with the environment that would change it
 /// (clap shows the value of an `env` fallback) removed.
@@ -23,25 +26,6 @@ fn help(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("help is not UTF-8: {e}"))
-}
-
-/// Compares `got` with `tests/golden/NAME`; `UPDATE_GOLDEN=1` rewrites the file instead.
-fn check_golden(name: &str, got: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, got).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        return;
-    }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}; run with UPDATE_GOLDEN=1", path.display()));
-    assert_eq!(
-        got,
-        want,
-        "{} differs; run with UPDATE_GOLDEN=1 to accept:\n{got}",
-        path.display()
-    );
 }
 
 #[test]

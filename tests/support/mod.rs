@@ -804,3 +804,24 @@ pub(crate) fn clients_dir() -> PathBuf {
         }
     }
 }
+
+/// Compares `got` with `tests/golden/NAME`; `UPDATE_GOLDEN=1` rewrites the file instead
+/// (STYLE.md habit 8: wire formats change only as reviewed diffs).
+#[track_caller]
+pub(crate) fn check_golden(name: &str, got: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        fs::write(&path, got).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        return;
+    }
+    let want = fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}; run with UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(
+        got,
+        want,
+        "{} differs; run with UPDATE_GOLDEN=1 to accept:\n{got}",
+        path.display()
+    );
+}
