@@ -31,7 +31,8 @@ use crate::telemetry::metrics::Metrics;
 use crate::tokens::authenticator::{
     self, AuthCache, AuthenticatorConfig, LegacyTokenUse, ServiceAccountAuthenticator,
 };
-use crate::tokens::issuer::{Issuer, IssuerConfig};
+use crate::tokens::claims::IssuerConfig;
+use crate::tokens::issuer::Issuer;
 use crate::tokens::keys::{KeySet, SigningKey, VerifyingKey};
 use crate::tokens::oidc;
 use crate::tokens::static_tokens::StaticTokens;

@@ -16,7 +16,6 @@ use crate::admission::AutomountMode;
 use crate::pki::PkiConfig;
 use crate::server::{self, Testing};
 use crate::telemetry::LogFormat;
-use crate::tokens::issuer;
 use crate::wellknown;
 
 /// The first minor version whose ServiceAccounts get no auto-created token Secret (1.24).
@@ -186,7 +185,7 @@ impl ServeArgs {
             ),
             min_token_expiration: testing
                 .min_token_expiration
-                .unwrap_or(issuer::MIN_EXPIRATION_SECONDS),
+                .unwrap_or(wellknown::MIN_TOKEN_EXPIRATION_SECONDS),
             max_connections: self.max_connections,
             max_requests_inflight: self.max_requests_inflight,
             max_mutating_requests_inflight: self.max_mutating_requests_inflight,
@@ -309,7 +308,7 @@ mod tests {
         assert_eq!(c.automount, AutomountMode::Projected);
         assert!(!c.auto_create_legacy_tokens);
         assert_eq!(c.legacy_cleanup_period, SignedDuration::from_hours(8760));
-        assert_eq!(c.min_token_expiration, issuer::MIN_EXPIRATION_SECONDS);
+        assert_eq!(c.min_token_expiration, wellknown::MIN_TOKEN_EXPIRATION_SECONDS);
         assert_eq!(c.min_token_expiration, 600);
         assert_eq!(
             (

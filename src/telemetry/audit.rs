@@ -602,7 +602,7 @@ mod tests {
                 ("authorization.k8s.io/reason".into(), String::new()),
                 ("authorization.k8s.io/decision".into(), "allow".into()),
                 (
-                    "authentication.kubernetes.io/issued-credential-id".into(),
+                    crate::wellknown::AUDIT_ISSUED_CREDENTIAL_ID.into(),
                     "JTI=9d8c7b6a-5f4e-4d3c-b2a1-0f9e8d7c6b5a".into(),
                 ),
             ]),

@@ -32,10 +32,7 @@ use crate::registry::RegistryError;
 use crate::registry::validation::FieldError;
 use crate::wellknown;
 
-/// The issuance settings are the claims builder's rules; `cli` builds them under this path.
-pub(crate) use super::claims::IssuerConfig;
-/// The name `cli` reads the 10-minute floor by; one definition, in `wellknown`.
-pub(crate) use crate::wellknown::MIN_TOKEN_EXPIRATION_SECONDS as MIN_EXPIRATION_SECONDS;
+use super::claims::IssuerConfig;
 
 /// Why a token could not be signed.
 #[derive(Debug, thiserror::Error)]
@@ -445,7 +442,7 @@ pub(crate) mod tests {
             api_audiences: vec!["https://kubernetes.default.svc".into()],
             max_expiration_seconds: max,
             extend_expiration: true,
-            min_expiration_seconds: MIN_EXPIRATION_SECONDS,
+            min_expiration_seconds: wellknown::MIN_TOKEN_EXPIRATION_SECONDS,
         };
         let issuer = Issuer::new(config, keys.clone(), FakeClock::at(NOW));
         let objects = MapLookup::default();
@@ -535,7 +532,7 @@ pub(crate) mod tests {
         assert!(c["kubernetes.io"].get("warnafter").is_none());
         let jti = c["jti"].as_str().unwrap();
         assert_eq!(
-            out.annotations["authentication.kubernetes.io/issued-credential-id"],
+            out.annotations[wellknown::AUDIT_ISSUED_CREDENTIAL_ID],
             format!("JTI={jti}")
         );
     }
