@@ -88,6 +88,24 @@ const TABLE: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Rooms inside a row: (module, the module it uses, the only items of it that it may name).
+/// STYLE.md: `api` serves tokens through the authenticator, the issuer and the OIDC documents
+/// and never touches key material or JWS; controllers sign through `tokens::issuer`'s
+/// `Signer`, never `tokens::jws`. Test modules (`#[cfg(test)]` onwards) may reach further, to
+/// verify what was signed.
+const INSIDE_RULES: &[(&str, &str, &[&str])] = &[
+    (
+        "api",
+        "tokens",
+        &["AuthenticatorChain", "UserInfo", "issuer", "oidc"],
+    ),
+    (
+        "controllers",
+        "tokens",
+        &["issuer", "keys", "authenticator", "claims", "KeySet"],
+    ),
+];
+
 /// What `main.rs` may name in the library (`tokenwarden::…`).
 const MAIN_MAY_USE: &[&str] = &["cli"];
 
@@ -405,12 +423,29 @@ fn path_heads(toks: &[(Tok, usize)], at: usize) -> Vec<(String, usize)> {
     }
 }
 
+/// For a path `target::rest` starting at `toks[at]`, the names `rest` begins with (second
+/// path segments); nothing for a group of top-level modules or the module alone.
+fn inside(toks: &[(Tok, usize)], at: usize) -> Vec<String> {
+    let simple = matches!(toks.get(at), Some((Tok::Ident(_), _)));
+    if simple && is(toks.get(at + 1), &Tok::PathSep) {
+        path_heads(toks, at + 2)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    } else {
+        Vec::new()
+    }
+}
+
 /// One reference from a file to a top-level module of the crate.
 #[derive(Debug, PartialEq, Eq)]
 struct Use {
     line: usize,
     /// The top-level module named (`api`), or `*` for a glob.
     target: String,
+    /// What the path names inside `target` (`jws` for `crate::tokens::jws::x`, both names of
+    /// `crate::tokens::{jws, keys}`); empty for the module itself.
+    inside: Vec<String>,
     /// How it was written, for the message (`crate::`, `super::super::`, `tokenwarden::`).
     via: String,
 }
@@ -450,6 +485,7 @@ fn uses(text: &str, module: &[String], extern_name: Option<&str>) -> Vec<Use> {
                     for (target, line) in path_heads(&toks, i + 2) {
                         out.push(Use {
                             line,
+                            inside: inside(&toks, i + 2),
                             target,
                             via: format!("{kw}::"),
                         });
@@ -469,6 +505,7 @@ fn uses(text: &str, module: &[String], extern_name: Option<&str>) -> Vec<Use> {
                     for (target, line) in path_heads(&toks, j) {
                         out.push(Use {
                             line,
+                            inside: inside(&toks, j),
                             target,
                             via: "super::".repeat(supers),
                         });
@@ -544,6 +581,116 @@ fn table_violations(file: &SourceFile) -> Vec<String> {
                     ));
                 }
             }
+        }
+    }
+    out
+}
+
+/// Uses of items inside a module that [`INSIDE_RULES`] does not allow, outside test modules.
+fn inside_violations(file: &SourceFile) -> Vec<String> {
+    let (Some(own), FileKind::Module) = (file.module.first(), file.kind) else {
+        return Vec::new();
+    };
+    let code = file.text.split("#[cfg(test)]").next().unwrap_or_default();
+    let mut out = Vec::new();
+    for u in uses(code, &file.module, None) {
+        let Some((_, _, allowed)) = INSIDE_RULES
+            .iter()
+            .find(|(m, t, _)| m == own && *t == u.target)
+        else {
+            continue;
+        };
+        for item in u.inside.iter().filter(|i| !allowed.contains(&i.as_str())) {
+            out.push(format!(
+                "{}:{}: module `{own}` may name only {} inside `{}`, not `{}{}::{item}`",
+                file.shown,
+                u.line,
+                shown_list(allowed),
+                u.target,
+                u.via,
+                u.target
+            ));
+        }
+    }
+    out
+}
+
+/// The string literals of `text` (contents of `"…"`, no escapes resolved), with their lines:
+/// the spans `blank_comments_and_literals` blanks that open with a quote.
+fn string_literals(text: &str) -> Vec<(usize, String)> {
+    let blanked: Vec<char> = blank_comments_and_literals(text).chars().collect();
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut line = 1;
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '\n' {
+            line += 1;
+        }
+        let in_blank = blanked.get(i) == Some(&' ');
+        if in_blank && chars[i] == '/' && matches!(chars.get(i + 1), Some('/' | '*')) {
+            // A comment: skip its blanked span (a quote in it is prose, not a literal).
+            let line_comment = chars[i + 1] == '/';
+            i += 2;
+            while i < chars.len() {
+                if line_comment && chars[i] == '\n' {
+                    break;
+                }
+                if chars[i] == '\n' {
+                    line += 1;
+                }
+                if !line_comment && chars[i] == '/' && chars[i - 1] == '*' {
+                    i += 1;
+                    break;
+                }
+                i += 1;
+            }
+            continue;
+        }
+        if chars[i] == '"' && in_blank {
+            let start = i + 1;
+            let mut j = start;
+            while j < chars.len() && !(chars[j] == '"' && chars[j - 1] != '\\') {
+                j += 1;
+            }
+            out.push((line, chars[start..j.min(chars.len())].iter().collect()));
+            line += chars[start..j.min(chars.len())]
+                .iter()
+                .filter(|c| **c == '\n')
+                .count();
+            i = j + 1;
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The names `wellknown.rs` defines that are distinctive enough to recognise elsewhere:
+/// annotation and label keys, API groups, metric names (value, constant name).
+fn wellknown_names() -> Vec<(String, String)> {
+    let text = fs::read_to_string(src_dir().join("wellknown.rs"))
+        .unwrap_or_else(|e| panic!("read wellknown.rs: {e}"));
+    let mut out = Vec::new();
+    let mut pending: Option<String> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("pub(crate) const ") {
+            pending = rest.split(':').next().map(str::to_string);
+        }
+        if let (Some(name), Some(start)) = (&pending, line.find('"')) {
+            let value = line[start + 1..].split('"').next().unwrap_or_default();
+            let key_like = !value.contains(' ')
+                && ((value.contains('/') && !value.starts_with('/'))
+                    || value.matches('.').count() >= 2);
+            let metric_like = value.matches('_').count() >= 2
+                && value.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+            if key_like || metric_like {
+                out.push((value.to_string(), name.clone()));
+            }
+            pending = None;
+        } else if line.ends_with(';') {
+            pending = None;
         }
     }
     out
@@ -647,6 +794,78 @@ fn modules_use_only_what_their_row_of_the_module_table_allows() {
 }
 
 #[test]
+fn modules_name_only_the_items_inside_a_module_their_rule_allows() {
+    let bad: Vec<String> = source_files().iter().flat_map(inside_violations).collect();
+    assert_none("uses inside a module that STYLE.md's rooms forbid", &bad);
+}
+
+/// STYLE.md rule 7: a name `wellknown` defines is used from there, never spelled out again
+/// (test modules may spell out what they check).
+#[test]
+fn wellknown_names_are_not_spelled_out_elsewhere() {
+    let names = wellknown_names();
+    assert!(
+        names
+            .iter()
+            .any(|(v, _)| v == "serviceaccount_stale_tokens_total"),
+        "wellknown_names found no metric names: {names:?}"
+    );
+    let mut bad = Vec::new();
+    for file in source_files() {
+        if file.shown == "src/wellknown.rs" {
+            continue;
+        }
+        let code = file.text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (line, lit) in string_literals(code) {
+            if let Some((_, name)) = names.iter().find(|(v, _)| *v == lit) {
+                bad.push(format!(
+                    "{}:{line}: {lit:?} is `wellknown::{name}`; use the constant",
+                    file.shown
+                ));
+            }
+        }
+    }
+    assert_none(
+        "names spelled out again instead of taken from wellknown",
+        &bad,
+    );
+}
+
+#[test]
+fn the_inside_rules_and_literal_scan_find_what_they_should() {
+    let toks = tokens(&blank_comments_and_literals(
+        "use crate::tokens::{jws, keys};\nuse crate::tokens::issuer::Signer;",
+    ));
+    let found: Vec<Vec<String>> = uses(
+        "use crate::tokens::{jws, keys};\nuse crate::tokens::issuer::Signer;",
+        &["controllers".to_string()],
+        None,
+    )
+    .into_iter()
+    .map(|u| u.inside)
+    .collect();
+    assert!(!toks.is_empty());
+    assert_eq!(
+        found,
+        vec![
+            vec!["jws".to_string(), "keys".to_string()],
+            vec!["issuer".to_string()]
+        ]
+    );
+    let lits = string_literals(
+        "let a = \"x/y\"; // \"not\"\nlet b = 'c'; let d = \"a\\\"b\"; /* \"no\" */ let e = \"e\";",
+    );
+    assert_eq!(
+        lits,
+        vec![
+            (1, "x/y".to_string()),
+            (2, "a\\\"b".to_string()),
+            (2, "e".to_string())
+        ]
+    );
+}
+
+#[test]
 fn only_clock_reads_the_system_time() {
     let mut bad = Vec::new();
     for file in source_files() {
@@ -683,6 +902,7 @@ fn comments_and_literals_are_not_read_as_code() {
         vec![Use {
             line: 7,
             target: "clock".into(),
+            inside: vec!["Clock".into()],
             via: "crate::".into()
         }]
     );

@@ -308,7 +308,10 @@ mod tests {
         assert_eq!(c.automount, AutomountMode::Projected);
         assert!(!c.auto_create_legacy_tokens);
         assert_eq!(c.legacy_cleanup_period, SignedDuration::from_hours(8760));
-        assert_eq!(c.min_token_expiration, wellknown::MIN_TOKEN_EXPIRATION_SECONDS);
+        assert_eq!(
+            c.min_token_expiration,
+            wellknown::MIN_TOKEN_EXPIRATION_SECONDS
+        );
         assert_eq!(c.min_token_expiration, 600);
         assert_eq!(
             (
