@@ -1,0 +1,137 @@
+//! The driver (kube-runtime's `controller` runner): runs one controller's watchers, its
+//! extra key sources and its single worker, which takes keys from the queue, reconciles
+//! them behind the [`LeaderGate`], and requeues failures with backoff. It must not know
+//! any one controller.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::backoff::backoff;
+use super::queue::WorkQueue;
+use super::watcher::feed;
+use super::{Controller, ControllerError};
+use crate::registry::Registry;
+
+/// Only one replica may run controllers once several share a store; the etcd issue will
+/// add a Lease-based gate.
+#[async_trait::async_trait]
+pub(crate) trait LeaderGate: Send + Sync {
+    /// Returns once this process holds the leadership.
+    async fn wait_until_leader(&self);
+    /// Whether this process holds the leadership now. Checked before every reconcile and
+    /// about once a second; when it turns false the gated controllers stop and [`run`](super::super::run)
+    /// waits for leadership again.
+    fn is_leader(&self) -> bool;
+}
+
+/// The gate of a single process: always the leader.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct AlwaysLeader;
+
+#[async_trait::async_trait]
+impl LeaderGate for AlwaysLeader {
+    async fn wait_until_leader(&self) {}
+
+    fn is_leader(&self) -> bool {
+        true
+    }
+}
+
+/// Resolves once `stop` says true (or its sender is gone, so it never can).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs one controller until `stop` says true: feeders fill the queue, one worker drains
+/// it. A reconcile in progress is finished, never cancelled halfway between two writes.
+pub(crate) async fn drive<C: Controller>(
+    controller: Arc<C>,
+    registry: Registry,
+    leader: Option<Arc<dyn LeaderGate>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let queue = Arc::new(WorkQueue::<C::Key>::new());
+    // Dropping the set at the end aborts every feeder.
+    let mut feeders = JoinSet::new();
+    for w in controller.watches() {
+        feeders.spawn(feed(controller.clone(), registry.clone(), w, queue.clone()));
+    }
+    if let Some(mut external) = controller.external_keys() {
+        let queue = queue.clone();
+        feeders.spawn(async move {
+            while let Some(key) = external.next().await {
+                queue.add(key);
+            }
+        });
+    }
+    for key in controller.initial_keys() {
+        queue.add(key);
+    }
+    if let Some(period) = controller.resync_every().filter(|p| !p.is_zero()) {
+        let queue = queue.clone();
+        let c = controller.clone();
+        feeders.spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first tick is immediate; the initial keys are already queued.
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                for key in c.initial_keys() {
+                    queue.add(key);
+                }
+            }
+        });
+    }
+    tracing::debug!("controller {} started", controller.name());
+    let mut failures: HashMap<C::Key, u32> = HashMap::new();
+    loop {
+        let key = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            key = queue.get() => key,
+        };
+        if leader.as_ref().is_some_and(|l| !l.is_leader()) {
+            break;
+        }
+        match controller.reconcile(&key).await {
+            Ok(()) => {
+                failures.remove(&key);
+            }
+            Err(e) if e.retriable() => {
+                let n = failures.entry(key.clone()).or_insert(0);
+                let delay = backoff(*n);
+                *n = n.saturating_add(1);
+                if matches!(e, ControllerError::Waiting(_)) {
+                    tracing::debug!("{}: {e}; again in {delay:?}", controller.name());
+                } else {
+                    tracing::warn!(
+                        "{}: reconciling {key:?} failed: {e}; retrying in {delay:?}",
+                        controller.name()
+                    );
+                }
+                queue.add_after(key, delay);
+            }
+            Err(e) => {
+                failures.remove(&key);
+                tracing::warn!(
+                    "{}: reconciling {key:?} failed: {e}; waiting for the next change",
+                    controller.name()
+                );
+            }
+        }
+    }
+    feeders.shutdown().await;
+    tracing::debug!("controller {} stopped", controller.name());
+}
