@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub(crate) use runtime::driver::{AlwaysLeader, LeaderGate};
-pub(crate) use runtime::{Controller, ControllerError, Watch};
+pub(crate) use runtime::{Action, Controller, ControllerError, Watch};
 
 use crate::clock::SharedClock;
 use crate::registry::{Registry, meta_str};

@@ -78,22 +78,6 @@ pub(crate) async fn drive<C: Controller>(
     for key in controller.initial_keys() {
         queue.add(key);
     }
-    if let Some(period) = controller.resync_every().filter(|p| !p.is_zero()) {
-        let queue = queue.clone();
-        let c = controller.clone();
-        feeders.spawn(async move {
-            let mut ticks = tokio::time::interval(period);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // The first tick is immediate; the initial keys are already queued.
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                for key in c.initial_keys() {
-                    queue.add(key);
-                }
-            }
-        });
-    }
     tracing::debug!("controller {} started", controller.name());
     let mut failures: HashMap<C::Key, u32> = HashMap::new();
     loop {
@@ -106,8 +90,11 @@ pub(crate) async fn drive<C: Controller>(
             break;
         }
         match controller.reconcile(&key).await {
-            Ok(()) => {
+            Ok(action) => {
                 failures.remove(&key);
+                if let Some(after) = action.requeue_after() {
+                    queue.add_after(key, after);
+                }
             }
             Err(e) if e.retriable() => {
                 let n = failures.entry(key.clone()).or_insert(0);
@@ -134,4 +121,75 @@ pub(crate) async fn drive<C: Controller>(
     }
     feeders.shutdown().await;
     tracing::debug!("controller {} stopped", controller.name());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Action;
+    use super::*;
+    use crate::controllers::testing::rig;
+    use crate::registry::{EventType, Resource};
+    use serde_json::Value;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    /// A periodic job: no watches, one key at start, requeued after each pass.
+    struct Ticker {
+        passes: AtomicU32,
+        ran: tokio::sync::Notify,
+    }
+
+    #[async_trait::async_trait]
+    impl Controller for Ticker {
+        type Key = ();
+
+        fn name(&self) -> &'static str {
+            "ticker"
+        }
+
+        fn watches(&self) -> Vec<super::super::Watch> {
+            Vec::new()
+        }
+
+        fn keys(&self, _: &Resource, _: EventType, _: &Value) -> Vec<()> {
+            Vec::new()
+        }
+
+        fn initial_keys(&self) -> Vec<()> {
+            vec![()]
+        }
+
+        async fn reconcile(&self, _: &()) -> Result<Action, ControllerError> {
+            let n = self.passes.fetch_add(1, Ordering::SeqCst) + 1;
+            self.ran.notify_one();
+            Ok(if n < 3 {
+                Action::requeue(Duration::from_millis(10))
+            } else {
+                Action::await_change()
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn requeue_reconciles_the_key_again() {
+        let rig = rig().await;
+        let ticker = Arc::new(Ticker {
+            passes: AtomicU32::new(0),
+            ran: tokio::sync::Notify::new(),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(drive(ticker.clone(), rig.registry.clone(), None, stop_rx));
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while ticker.passes.load(Ordering::SeqCst) < 3 {
+                ticker.ran.notified().await;
+            }
+        })
+        .await
+        .unwrap();
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }

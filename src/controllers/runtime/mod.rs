@@ -106,13 +106,10 @@ pub(crate) trait Controller: Send + Sync + 'static {
     /// `Deleted` event carries the object's last state.
     fn keys(&self, resource: &Resource, event: EventType, obj: &Value) -> Vec<Self::Key>;
 
-    /// Keys enqueued at start and again every [`Controller::resync_every`].
+    /// Keys enqueued at start (kube-runtime's `reconcile_all_on` for a start trigger):
+    /// what a controller keeps without any object naming it.
     fn initial_keys(&self) -> Vec<Self::Key> {
         Vec::new()
-    }
-
-    fn resync_every(&self) -> Option<Duration> {
-        None
     }
 
     /// Keys from outside the registry (legacy token uses). Called once per start.
@@ -120,6 +117,36 @@ pub(crate) trait Controller: Send + Sync + 'static {
         None
     }
 
-    /// Reads the current state for `key` and makes it right. Must be idempotent.
-    async fn reconcile(&self, key: &Self::Key) -> Result<(), ControllerError>;
+    /// Reads the current state for `key` and makes it right, and says when to look again.
+    /// Must be idempotent. An error is retried with backoff when
+    /// [`ControllerError::retriable`], else the key waits for its next change.
+    async fn reconcile(&self, key: &Self::Key) -> Result<Action, ControllerError>;
+}
+
+/// What the driver does with a key after a successful reconcile (kube-runtime's
+/// `controller::Action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Action {
+    requeue_after: Option<Duration>,
+}
+
+impl Action {
+    /// Reconcile the key again after `after`, whether or not anything changes (a periodic
+    /// job). A change in between reconciles it sooner as well.
+    pub(crate) fn requeue(after: Duration) -> Action {
+        Action {
+            requeue_after: Some(after),
+        }
+    }
+
+    /// Nothing to do until an event names the key again.
+    pub(crate) fn await_change() -> Action {
+        Action {
+            requeue_after: None,
+        }
+    }
+
+    pub(crate) fn requeue_after(&self) -> Option<Duration> {
+        self.requeue_after
+    }
 }
