@@ -6,9 +6,11 @@
 //!
 //! Controllers are level-triggered and idempotent, as client-go's are: an event only names
 //! a key, and `reconcile` reads the current state for that key from the registry. At start
-//! every feeder lists what it watches and enqueues a key for each object, so whatever
+//! every watcher lists what it watches and enqueues a key for each object, so whatever
 //! happened while no controller ran (a `kill -9`, a fresh start over an old data dir) is
-//! handled then: the store is the queue. A watch that ends or expires is listed again.
+//! handled then: the store is the queue. The events come from the registry's one shared
+//! watch per resource (which the token authenticator's cache also follows); when it ends
+//! or expires, everything is listed again.
 //!
 //! This module knows neither HTTP nor the store; it reads and writes through the registry
 //! and signs legacy tokens with `tokens::{claims, jws, keys}`.

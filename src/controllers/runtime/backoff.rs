@@ -1,5 +1,6 @@
-//! The retry delays of the runtime, shared by the driver (a failed reconcile) and the
-//! watcher (a failed list or watch). Owns only the arithmetic; it must not sleep or queue.
+//! The retry delays of a failed reconcile, for the driver. Owns only the arithmetic; it
+//! must not sleep or queue. (A failed watch or list is retried by `registry::shared_watch`,
+//! with the same delays.)
 
 use std::time::Duration;
 

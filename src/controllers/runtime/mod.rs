@@ -1,8 +1,9 @@
 //! The reconcile runtime, shaped like kube-runtime's: the [`Controller`] contract (what a
 //! controller watches, how an object maps to keys, and `reconcile(key)`), the typed
 //! [`ControllerError`], and the parts that drive it, one file each: `queue` (the
-//! de-duplicating work queue), `watcher` (list then watch, relist on error), `driver` (the
-//! worker loop, retry with backoff, the leader gate) and `backoff`.
+//! de-duplicating work queue), `watcher` (keys from the registry's shared watch of each
+//! resource, everything listed again when that watch restarts), `driver` (the worker loop,
+//! retry with backoff, the leader gate) and `backoff`.
 //!
 //! It must not know any one controller, HTTP or the store: it reads through the registry
 //! only, and the controllers live one per file beside it.
@@ -59,7 +60,8 @@ impl ControllerError {
 #[derive(Debug, Clone)]
 pub(crate) struct Watch {
     pub(crate) resource: &'static Resource,
-    /// Narrows list and watch (e.g. `type=kubernetes.io/service-account-token`).
+    /// Narrows the lists and the events of the resource's shared watch (e.g.
+    /// `type=kubernetes.io/service-account-token`); only on fields an object never changes.
     pub(crate) field_selector: FieldSelector,
 }
 

@@ -1,87 +1,53 @@
-//! The watcher (kube-runtime's `watcher`): lists a resource, then watches from the list's
-//! resourceVersion, and lists again after any error (an expired revision, a lagging watch)
-//! with backoff, turning every object seen into keys on the queue. It must not reconcile
-//! or write.
+//! The watcher (kube-runtime's `watcher` and trigger streams): subscribes to the registry's
+//! shared watch of a resource, lists at every (re)start of that watch, and turns every
+//! object seen into keys on the queue. The one watch per resource, its restarts and their
+//! backoff belong to `registry::shared_watch`; this file must not reconcile or write.
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-
-use super::backoff::backoff;
 use super::queue::WorkQueue;
 use super::{Controller, Watch};
-use crate::registry::{EventType, ListOptions, Registry};
+use crate::registry::shared_watch::Notice;
+use crate::registry::{EventType, Registry};
 
-/// Lists `w.resource` and enqueues every object's keys, then watches from the list's
-/// resourceVersion; a watch that ends or fails (Expired after compaction, a lagging
-/// watcher) is listed again, which re-enqueues everything (level-triggered: harmless).
+/// Enqueues the keys of every object of `w.resource` that `w.field_selector` selects: all
+/// of them whenever the shared watch (re)starts or this watcher fell behind (listed again,
+/// which re-enqueues everything: level-triggered, so harmless), then those of each change.
+///
+/// The selector is applied here, to the shared watch's events. The fields our controllers
+/// select on (`type`, `metadata.name`, `metadata.namespace`) never change on an object, so
+/// no object leaves or enters a selection by an update, and this sees exactly what a watch
+/// narrowed by the same selector would.
 pub(crate) async fn feed<C: Controller>(
     controller: Arc<C>,
     registry: Registry,
     w: Watch,
     queue: Arc<WorkQueue<C::Key>>,
 ) {
-    let mut failures: u32 = 0;
-    loop {
-        let opts = ListOptions {
-            field_selector: w.field_selector.clone(),
-            ..Default::default()
-        };
-        let list = match registry.list(w.resource, None, &opts).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(
-                    "{}: listing {} failed: {e}; retrying",
-                    controller.name(),
-                    w.resource.plural
-                );
-                tokio::time::sleep(backoff(failures)).await;
-                failures = failures.saturating_add(1);
-                continue;
+    let mut watch = registry.shared_watch(w.resource, Some(w.field_selector.clone()));
+    while let Some(notice) = watch.next().await {
+        match notice {
+            Notice::Resynced(objects) => {
+                for obj in &objects {
+                    for key in controller.keys(w.resource, EventType::Added, obj) {
+                        queue.add(key);
+                    }
+                }
             }
-        };
-        for obj in &list.items {
-            for key in controller.keys(w.resource, EventType::Added, obj) {
-                queue.add(key);
-            }
-        }
-        let opts = ListOptions {
-            resource_version: Some(list.resource_version.to_string()),
-            ..opts
-        };
-        let mut stream = match registry.watch(w.resource, None, &opts).await {
-            Ok(s) => s,
-            Err(e) => {
+            Notice::Interrupted => {
                 tracing::debug!(
-                    "{}: watching {} failed: {e}; listing again",
+                    "{}: watch of {} interrupted; listing again",
                     controller.name(),
                     w.resource.plural
                 );
-                tokio::time::sleep(backoff(failures)).await;
-                failures = failures.saturating_add(1);
-                continue;
             }
-        };
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok((event, obj)) => {
-                    failures = 0;
+            Notice::Event(event, obj) => {
+                if w.field_selector.matches(&obj) {
                     for key in controller.keys(w.resource, event, &obj) {
                         queue.add(key);
                     }
                 }
-                Err(e) => {
-                    tracing::debug!(
-                        "{}: watch of {} ended: {e}; listing again",
-                        controller.name(),
-                        w.resource.plural
-                    );
-                    break;
-                }
             }
         }
-        // A watch that keeps ending at once (a closing store) must not spin.
-        tokio::time::sleep(backoff(failures)).await;
-        failures = failures.saturating_add(1);
     }
 }
