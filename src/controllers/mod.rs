@@ -111,62 +111,7 @@ pub(crate) async fn run(
         }
         tracing::info!("controllers starting");
         let (term_tx, term_rx) = watch::channel(false);
-        let gate = Some(leader.clone());
-        let mut term = JoinSet::new();
-        term.spawn(drive(
-            Arc::new(default_sa::DefaultServiceAccount::new(registry.clone())),
-            registry.clone(),
-            gate.clone(),
-            term_rx.clone(),
-        ));
-        term.spawn(drive(
-            Arc::new(namespace::NamespaceDeleter::new(
-                registry.clone(),
-                clock.clone(),
-            )),
-            registry.clone(),
-            gate.clone(),
-            term_rx.clone(),
-        ));
-        term.spawn(drive(
-            Arc::new(root_ca::RootCaPublisher::new(
-                registry.clone(),
-                config.ca_pem.clone(),
-            )),
-            registry.clone(),
-            gate.clone(),
-            term_rx.clone(),
-        ));
-        if let Some(endpoint) = config.api_endpoint {
-            term.spawn(drive(
-                Arc::new(kubernetes_service::KubernetesService::new(
-                    registry.clone(),
-                    endpoint,
-                )),
-                registry.clone(),
-                gate.clone(),
-                term_rx.clone(),
-            ));
-        }
-        term.spawn(drive(
-            Arc::new(tokens::TokensController::new(
-                registry.clone(),
-                config.clone(),
-            )),
-            registry.clone(),
-            gate.clone(),
-            term_rx.clone(),
-        ));
-        term.spawn(drive(
-            Arc::new(cleaner::LegacyTokenCleaner::new(
-                registry.clone(),
-                clock.clone(),
-                config.clone(),
-            )),
-            registry.clone(),
-            gate,
-            term_rx,
-        ));
+        let mut term = start_gated(&registry, &clock, &config, &leader, term_rx);
         let mut check = tokio::time::interval(Duration::from_secs(1));
         let finished = loop {
             tokio::select! {
@@ -188,6 +133,66 @@ pub(crate) async fn run(
     }
     let _ = tracking.await;
     tracing::info!("controllers stopped");
+}
+
+/// Starts every controller that runs only while `leader` says so, each until `stop`.
+fn start_gated(
+    registry: &Registry,
+    clock: &SharedClock,
+    config: &Arc<ControllerConfig>,
+    leader: &Arc<dyn LeaderGate>,
+    stop: watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let mut term = Term {
+        set: JoinSet::new(),
+        registry: registry.clone(),
+        gate: Some(leader.clone()),
+        stop,
+    };
+    term.start(default_sa::DefaultServiceAccount::new(registry.clone()));
+    term.start(namespace::NamespaceDeleter::new(
+        registry.clone(),
+        clock.clone(),
+    ));
+    term.start(root_ca::RootCaPublisher::new(
+        registry.clone(),
+        config.ca_pem.clone(),
+    ));
+    if let Some(endpoint) = config.api_endpoint {
+        term.start(kubernetes_service::KubernetesService::new(
+            registry.clone(),
+            endpoint,
+        ));
+    }
+    term.start(tokens::TokensController::new(
+        registry.clone(),
+        config.clone(),
+    ));
+    term.start(cleaner::LegacyTokenCleaner::new(
+        registry.clone(),
+        clock.clone(),
+        config.clone(),
+    ));
+    term.set
+}
+
+/// The gated controllers of one term of leadership, as they are started.
+struct Term {
+    set: JoinSet<()>,
+    registry: Registry,
+    gate: Option<Arc<dyn LeaderGate>>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Term {
+    fn start<C: Controller>(&mut self, controller: C) {
+        self.set.spawn(drive(
+            Arc::new(controller),
+            self.registry.clone(),
+            self.gate.clone(),
+            self.stop.clone(),
+        ));
+    }
 }
 
 // Helpers shared by the controllers: reading the JSON wire form.

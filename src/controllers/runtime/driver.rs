@@ -4,7 +4,10 @@
 //! any one controller.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -13,7 +16,7 @@ use tokio::task::JoinSet;
 use super::backoff::backoff;
 use super::queue::WorkQueue;
 use super::watcher::feed;
-use super::{Controller, ControllerError};
+use super::{Action, Controller, ControllerError};
 use crate::registry::Registry;
 
 /// Only one replica may run controllers once several share a store; the etcd issue will
@@ -63,6 +66,34 @@ pub(crate) async fn drive<C: Controller>(
 ) {
     let queue = Arc::new(WorkQueue::<C::Key>::new());
     // Dropping the set at the end aborts every feeder.
+    let mut feeders = start_feeders(&controller, &registry, &queue);
+    tracing::debug!("controller {} started", controller.name());
+    let mut failures: HashMap<C::Key, u32> = HashMap::new();
+    loop {
+        let key = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            key = queue.get() => key,
+        };
+        if leader.as_ref().is_some_and(|l| !l.is_leader()) {
+            break;
+        }
+        let result = controller.reconcile(&key).await;
+        if let Some(after) = next_look(controller.name(), &key, result, &mut failures) {
+            queue.add_after(key, after);
+        }
+    }
+    feeders.shutdown().await;
+    tracing::debug!("controller {} stopped", controller.name());
+}
+
+/// Fills `queue` from every source of keys the controller names: a watcher per watched
+/// resource, its external keys, and its initial keys (queued at once).
+fn start_feeders<C: Controller>(
+    controller: &Arc<C>,
+    registry: &Registry,
+    queue: &Arc<WorkQueue<C::Key>>,
+) -> JoinSet<()> {
     let mut feeders = JoinSet::new();
     for w in controller.watches() {
         feeders.spawn(feed(controller.clone(), registry.clone(), w, queue.clone()));
@@ -78,60 +109,50 @@ pub(crate) async fn drive<C: Controller>(
     for key in controller.initial_keys() {
         queue.add(key);
     }
-    tracing::debug!("controller {} started", controller.name());
-    let mut failures: HashMap<C::Key, u32> = HashMap::new();
-    loop {
-        let key = tokio::select! {
-            biased;
-            _ = stopped(&mut stop) => break,
-            key = queue.get() => key,
-        };
-        if leader.as_ref().is_some_and(|l| !l.is_leader()) {
-            break;
+    feeders
+}
+
+/// When to reconcile `key` again after `result`, if ever: as the [`Action`] says after a
+/// success; after a backoff that doubles with each consecutive failure of the key when
+/// the error is retriable (kube-runtime leaves this to an `error_policy`); never, until
+/// its next change, otherwise. Keeps `failures` counted per key.
+fn next_look<K: Clone + Eq + Hash + Debug>(
+    name: &str,
+    key: &K,
+    result: Result<Action, ControllerError>,
+    failures: &mut HashMap<K, u32>,
+) -> Option<Duration> {
+    match result {
+        Ok(action) => {
+            failures.remove(key);
+            action.requeue_after()
         }
-        match controller.reconcile(&key).await {
-            Ok(action) => {
-                failures.remove(&key);
-                if let Some(after) = action.requeue_after() {
-                    queue.add_after(key, after);
-                }
+        Err(e) if e.retriable() => {
+            let n = failures.entry(key.clone()).or_insert(0);
+            let delay = backoff(*n);
+            *n = n.saturating_add(1);
+            if matches!(e, ControllerError::Waiting(_)) {
+                tracing::debug!("{name}: {e}; again in {delay:?}");
+            } else {
+                tracing::warn!("{name}: reconciling {key:?} failed: {e}; retrying in {delay:?}");
             }
-            Err(e) if e.retriable() => {
-                let n = failures.entry(key.clone()).or_insert(0);
-                let delay = backoff(*n);
-                *n = n.saturating_add(1);
-                if matches!(e, ControllerError::Waiting(_)) {
-                    tracing::debug!("{}: {e}; again in {delay:?}", controller.name());
-                } else {
-                    tracing::warn!(
-                        "{}: reconciling {key:?} failed: {e}; retrying in {delay:?}",
-                        controller.name()
-                    );
-                }
-                queue.add_after(key, delay);
-            }
-            Err(e) => {
-                failures.remove(&key);
-                tracing::warn!(
-                    "{}: reconciling {key:?} failed: {e}; waiting for the next change",
-                    controller.name()
-                );
-            }
+            Some(delay)
+        }
+        Err(e) => {
+            failures.remove(key);
+            tracing::warn!("{name}: reconciling {key:?} failed: {e}; waiting for the next change");
+            None
         }
     }
-    feeders.shutdown().await;
-    tracing::debug!("controller {} stopped", controller.name());
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::Action;
     use super::*;
     use crate::controllers::testing::rig;
     use crate::registry::{EventType, Resource};
     use serde_json::Value;
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::time::Duration;
 
     /// A periodic job: no watches, one key at start, requeued after each pass.
     struct Ticker {
