@@ -20,8 +20,8 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::{
-    Controller, ControllerConfig, ControllerError, Watch, annotation, format_date, is_deleting,
-    label, name, namespace, parse_date, set_meta_map, uid, utc_date,
+    Action, Controller, ControllerConfig, ControllerError, Watch, annotation, format_date,
+    is_deleting, label, name, namespace, parse_date, set_meta_map, uid, utc_date,
 };
 use crate::clock::SharedClock;
 use crate::registry::selectors::FieldSelector;
@@ -340,12 +340,24 @@ impl Controller for LegacyTokenCleaner {
         vec![()]
     }
 
-    fn resync_every(&self) -> Option<std::time::Duration> {
-        Some(self.config.cleanup_interval)
-    }
-
-    async fn reconcile(&self, _: &()) -> Result<(), ControllerError> {
-        self.evaluate().await
+    /// One pass, then the next one a period later (`cleanup_interval`; zero means only the
+    /// pass at start). A pass that fails in a way trying again cannot fix keeps that
+    /// schedule; any other failure is retried with backoff first.
+    async fn reconcile(&self, _: &()) -> Result<Action, ControllerError> {
+        let interval = self.config.cleanup_interval;
+        let next = if interval.is_zero() {
+            Action::await_change()
+        } else {
+            Action::requeue(interval)
+        };
+        match self.evaluate().await {
+            Ok(()) => Ok(next),
+            Err(e) if !e.retriable() => {
+                tracing::warn!("{}: {e}; next pass as scheduled", self.name());
+                Ok(next)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

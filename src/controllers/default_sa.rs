@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Controller, ControllerError, Watch, is_deleting, name, namespace};
+use super::{Action, Controller, ControllerError, Watch, is_deleting, name, namespace};
 use crate::registry::{EventType, Registry, RegistryError, Resource, resources};
 use crate::wellknown;
 
@@ -50,20 +50,20 @@ impl Controller for DefaultServiceAccount {
         }
     }
 
-    async fn reconcile(&self, ns: &String) -> Result<(), ControllerError> {
+    async fn reconcile(&self, ns: &String) -> Result<Action, ControllerError> {
         let namespace = match self
             .registry
             .get(resources::core("namespaces"), None, ns)
             .await
         {
             Ok(n) => n,
-            Err(RegistryError::NotFound { .. }) => return Ok(()),
+            Err(RegistryError::NotFound { .. }) => return Ok(Action::await_change()),
             Err(e) => return Err(e.into()),
         };
         // Only Active namespaces get one; a terminating namespace would refuse it anyway.
         let active = namespace.pointer("/status/phase").and_then(Value::as_str) == Some("Active");
         if !active || is_deleting(&namespace) {
-            return Ok(());
+            return Ok(Action::await_change());
         }
         let sa = resources::core("serviceaccounts");
         match self
@@ -71,20 +71,20 @@ impl Controller for DefaultServiceAccount {
             .get(sa, Some(ns), wellknown::DEFAULT_SERVICE_ACCOUNT)
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(Action::await_change()),
             Err(RegistryError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
         let body = json!({"metadata": {"name": wellknown::DEFAULT_SERVICE_ACCOUNT}});
         match self.registry.create(sa, Some(ns), body, false).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(Action::await_change()),
             // Someone else made it; or the namespace went away or started terminating
             // (its deletion event, or none, follows).
             Err(
                 RegistryError::AlreadyExists { .. }
                 | RegistryError::NotFound { .. }
                 | RegistryError::NamespaceTerminating { .. },
-            ) => Ok(()),
+            ) => Ok(Action::await_change()),
             Err(e) => Err(e.into()),
         }
     }

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde_json::{Value, json};
 
-use super::{Controller, ControllerError, Watch, name, namespace};
+use super::{Action, Controller, ControllerError, Watch, name, namespace};
 use crate::registry::{EventType, Registry, RegistryError, Resource, resources};
 use crate::wellknown;
 
@@ -185,11 +185,11 @@ impl Controller for KubernetesService {
         vec![()]
     }
 
-    async fn reconcile(&self, _key: &()) -> Result<(), ControllerError> {
+    async fn reconcile(&self, _key: &()) -> Result<Action, ControllerError> {
         for (res, want) in self.desired() {
             self.ensure(res, want).await?;
         }
-        Ok(())
+        Ok(Action::await_change())
     }
 }
 

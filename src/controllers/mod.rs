@@ -1,14 +1,16 @@
 //! The controllers kube-controller-manager (and, for legacy token tracking, kube-apiserver)
 //! runs for service accounts, and the small runtime that drives them. One file per
-//! controller; this file holds the runtime: a [`Controller`] trait, a de-duplicating work
-//! queue with retry backoff, a list-then-watch feeder per watched resource, and [`run`],
-//! which starts everything behind a [`LeaderGate`].
+//! controller; the reconcile runtime (work queue, watcher, driver) is in [`runtime`], and
+//! this file holds the configuration, [`run`], which starts every controller behind a
+//! [`LeaderGate`], and small helpers that read the JSON wire form.
 //!
 //! Controllers are level-triggered and idempotent, as client-go's are: an event only names
 //! a key, and `reconcile` reads the current state for that key from the registry. At start
-//! every feeder lists what it watches and enqueues a key for each object, so whatever
+//! every watcher lists what it watches and enqueues a key for each object, so whatever
 //! happened while no controller ran (a `kill -9`, a fresh start over an old data dir) is
-//! handled then: the store is the queue. A watch that ends or expires is listed again.
+//! handled then: the store is the queue. The events come from the registry's one shared
+//! watch per resource (which the token authenticator's cache also follows); when it ends
+//! or expires, everything is listed again.
 //!
 //! This module knows neither HTTP nor the store; it reads and writes through the registry
 //! and signs legacy tokens with `tokens::{claims, jws, keys}`.
@@ -18,30 +20,28 @@ pub(crate) mod default_sa;
 pub(crate) mod kubernetes_service;
 pub(crate) mod namespace;
 pub(crate) mod root_ca;
+pub(crate) mod runtime;
 pub(crate) mod tokens;
 pub(crate) mod tracking;
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt::Debug;
-use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::stream::BoxStream;
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
+
+pub(crate) use runtime::driver::{AlwaysLeader, LeaderGate};
+pub(crate) use runtime::{Action, Controller, ControllerError, Watch};
 
 use crate::clock::SharedClock;
-use crate::registry::selectors::FieldSelector;
-use crate::registry::{EventType, ListOptions, Registry, RegistryError, Resource, meta_str};
+use crate::registry::{Registry, meta_str};
 use crate::tokens::authenticator::LegacyTokenUse;
 use crate::tokens::keys::KeySet;
 use crate::wellknown;
+use runtime::driver::{drive, stopped};
 
 /// What the controllers need from the command line.
 #[derive(Debug, Clone)]
@@ -79,399 +79,6 @@ impl ControllerConfig {
     }
 }
 
-/// Only one replica may run controllers once several share a store; the etcd issue will
-/// add a Lease-based gate.
-#[async_trait::async_trait]
-pub(crate) trait LeaderGate: Send + Sync {
-    /// Returns once this process holds the leadership.
-    async fn wait_until_leader(&self);
-    /// Whether this process holds the leadership now. Checked before every reconcile and
-    /// about once a second; when it turns false the gated controllers stop and [`run`]
-    /// waits for leadership again.
-    fn is_leader(&self) -> bool;
-}
-
-/// The gate of a single process: always the leader.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct AlwaysLeader;
-
-#[async_trait::async_trait]
-impl LeaderGate for AlwaysLeader {
-    async fn wait_until_leader(&self) {}
-
-    fn is_leader(&self) -> bool {
-        true
-    }
-}
-
-/// Why a reconcile failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ControllerError {
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    /// No signing key is configured, or signing failed.
-    #[error("cannot sign a legacy service account token: {0}")]
-    Sign(String),
-    /// Not done yet, through no fault (a namespace waiting for its content's finalizers):
-    /// tried again with backoff, and logged quietly.
-    #[error("{0}")]
-    Waiting(String),
-}
-
-impl ControllerError {
-    /// Whether trying again can help. A write the registry refuses as invalid or bad
-    /// (an `immutable` object, a name too long) fails the same way every time; the next
-    /// event for the key tries again. Everything else (storage errors, races that outlived
-    /// the registry's own retries) is retried with backoff.
-    fn retriable(&self) -> bool {
-        match self {
-            ControllerError::Registry(
-                RegistryError::Invalid { .. }
-                | RegistryError::BadRequest(_)
-                | RegistryError::Forbidden { .. }
-                | RegistryError::NamespaceTerminating { .. },
-            ) => false,
-            ControllerError::Registry(_) | ControllerError::Waiting(_) => true,
-            ControllerError::Sign(_) => false,
-        }
-    }
-}
-
-/// One resource a controller watches, in every namespace.
-#[derive(Debug, Clone)]
-pub(crate) struct Watch {
-    pub(crate) resource: &'static Resource,
-    /// Narrows list and watch (e.g. `type=kubernetes.io/service-account-token`).
-    pub(crate) field_selector: FieldSelector,
-}
-
-impl Watch {
-    pub(crate) fn all(resource: &'static Resource) -> Watch {
-        Watch {
-            resource,
-            field_selector: FieldSelector::default(),
-        }
-    }
-
-    /// A watch narrowed by a field selector. A selector the resource does not support is a
-    /// programming error caught by the tests; it falls back to watching everything, which
-    /// is only slower because `Controller::keys` filters again.
-    pub(crate) fn selected(resource: &'static Resource, selector: &str) -> Watch {
-        let field_selector = match FieldSelector::parse(selector, resource.field_selectors) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("controller watch on {}: {e}", resource.plural);
-                FieldSelector::default()
-            }
-        };
-        Watch {
-            resource,
-            field_selector,
-        }
-    }
-}
-
-/// A reconcile loop: which resources feed it, which keys an object maps to, and how to
-/// bring one key's world to the desired state.
-#[async_trait::async_trait]
-pub(crate) trait Controller: Send + Sync + 'static {
-    /// What the work queue holds. Equal keys queued twice are reconciled once.
-    type Key: Clone + Eq + Hash + Debug + Send + Sync + 'static;
-
-    /// For logs.
-    fn name(&self) -> &'static str;
-
-    /// Resources whose lists and watch events enqueue keys.
-    fn watches(&self) -> Vec<Watch>;
-
-    /// The keys an object of `resource` maps to. Listed objects come as `Added`; a
-    /// `Deleted` event carries the object's last state.
-    fn keys(&self, resource: &Resource, event: EventType, obj: &Value) -> Vec<Self::Key>;
-
-    /// Keys enqueued at start and again every [`Controller::resync_every`].
-    fn initial_keys(&self) -> Vec<Self::Key> {
-        Vec::new()
-    }
-
-    fn resync_every(&self) -> Option<Duration> {
-        None
-    }
-
-    /// Keys from outside the registry (legacy token uses). Called once per start.
-    fn external_keys(&self) -> Option<BoxStream<'static, Self::Key>> {
-        None
-    }
-
-    /// Reads the current state for `key` and makes it right. Must be idempotent.
-    async fn reconcile(&self, key: &Self::Key) -> Result<(), ControllerError>;
-}
-
-/// Retry delays: 100 ms doubling to 30 s. The registry already retries lost write races
-/// itself, so an error here is a storage problem or a precondition that outlived those
-/// retries; backing off keeps a sick store from being hammered, and the 30 s cap keeps
-/// recovery prompt once it is healthy (client-go's default limiter starts at 5 ms and caps
-/// at 1000 s; a single-process server gains nothing from waiting that long).
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-fn backoff(failures: u32) -> Duration {
-    BACKOFF_BASE
-        .checked_mul(1_u32.checked_shl(failures.min(16)).unwrap_or(u32::MAX))
-        .unwrap_or(BACKOFF_MAX)
-        .min(BACKOFF_MAX)
-}
-
-/// A de-duplicating queue of keys with delayed re-adds (client-go's rate-limited work
-/// queue, for one worker: a key is never reconciled twice at once, and an event that
-/// arrives while its key is being reconciled queues it again).
-struct WorkQueue<K> {
-    state: Mutex<QueueState<K>>,
-    notify: Notify,
-}
-
-struct QueueState<K> {
-    ready: VecDeque<K>,
-    queued: HashSet<K>,
-    delayed: Vec<(Instant, K)>,
-}
-
-impl<K: Clone + Eq + Hash> WorkQueue<K> {
-    fn new() -> Self {
-        WorkQueue {
-            state: Mutex::new(QueueState {
-                ready: VecDeque::new(),
-                queued: HashSet::new(),
-                delayed: Vec::new(),
-            }),
-            notify: Notify::new(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState<K>> {
-        // A panic while holding this lock leaves the queue consistent (every mutation is
-        // a single push or pop), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn add(&self, key: K) {
-        let mut s = self.lock();
-        if s.queued.insert(key.clone()) {
-            s.ready.push_back(key);
-            drop(s);
-            self.notify.notify_one();
-        }
-    }
-
-    fn add_after(&self, key: K, delay: Duration) {
-        self.lock().delayed.push((Instant::now() + delay, key));
-        self.notify.notify_one();
-    }
-
-    /// The next key, waiting for one to be added or for a delayed one to fall due.
-    async fn get(&self) -> K {
-        loop {
-            let next_due = {
-                let mut s = self.lock();
-                let now = Instant::now();
-                let mut i = 0;
-                while i < s.delayed.len() {
-                    if s.delayed[i].0 <= now {
-                        let (_, key) = s.delayed.swap_remove(i);
-                        if s.queued.insert(key.clone()) {
-                            s.ready.push_back(key);
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-                if let Some(key) = s.ready.pop_front() {
-                    s.queued.remove(&key);
-                    return key;
-                }
-                s.delayed.iter().map(|(at, _)| *at).min()
-            };
-            match next_due {
-                Some(at) => {
-                    tokio::select! {
-                        _ = self.notify.notified() => {}
-                        _ = tokio::time::sleep_until(at) => {}
-                    }
-                }
-                None => self.notify.notified().await,
-            }
-        }
-    }
-}
-
-/// Resolves once `stop` says true (or its sender is gone, so it never can).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    loop {
-        if *stop.borrow_and_update() {
-            return;
-        }
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Lists `w.resource` and enqueues every object's keys, then watches from the list's
-/// resourceVersion; a watch that ends or fails (Expired after compaction, a lagging
-/// watcher) is listed again, which re-enqueues everything (level-triggered: harmless).
-async fn feed<C: Controller>(
-    controller: Arc<C>,
-    registry: Registry,
-    w: Watch,
-    queue: Arc<WorkQueue<C::Key>>,
-) {
-    let mut failures: u32 = 0;
-    loop {
-        let opts = ListOptions {
-            field_selector: w.field_selector.clone(),
-            ..Default::default()
-        };
-        let list = match registry.list(w.resource, None, &opts).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(
-                    "{}: listing {} failed: {e}; retrying",
-                    controller.name(),
-                    w.resource.plural
-                );
-                tokio::time::sleep(backoff(failures)).await;
-                failures = failures.saturating_add(1);
-                continue;
-            }
-        };
-        for obj in &list.items {
-            for key in controller.keys(w.resource, EventType::Added, obj) {
-                queue.add(key);
-            }
-        }
-        let opts = ListOptions {
-            resource_version: Some(list.resource_version.to_string()),
-            ..opts
-        };
-        let mut stream = match registry.watch(w.resource, None, &opts).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(
-                    "{}: watching {} failed: {e}; listing again",
-                    controller.name(),
-                    w.resource.plural
-                );
-                tokio::time::sleep(backoff(failures)).await;
-                failures = failures.saturating_add(1);
-                continue;
-            }
-        };
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok((event, obj)) => {
-                    failures = 0;
-                    for key in controller.keys(w.resource, event, &obj) {
-                        queue.add(key);
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(
-                        "{}: watch of {} ended: {e}; listing again",
-                        controller.name(),
-                        w.resource.plural
-                    );
-                    break;
-                }
-            }
-        }
-        // A watch that keeps ending at once (a closing store) must not spin.
-        tokio::time::sleep(backoff(failures)).await;
-        failures = failures.saturating_add(1);
-    }
-}
-
-/// Runs one controller until `stop` says true: feeders fill the queue, one worker drains
-/// it. A reconcile in progress is finished, never cancelled halfway between two writes.
-async fn drive<C: Controller>(
-    controller: Arc<C>,
-    registry: Registry,
-    leader: Option<Arc<dyn LeaderGate>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let queue = Arc::new(WorkQueue::<C::Key>::new());
-    // Dropping the set at the end aborts every feeder.
-    let mut feeders = JoinSet::new();
-    for w in controller.watches() {
-        feeders.spawn(feed(controller.clone(), registry.clone(), w, queue.clone()));
-    }
-    if let Some(mut external) = controller.external_keys() {
-        let queue = queue.clone();
-        feeders.spawn(async move {
-            while let Some(key) = external.next().await {
-                queue.add(key);
-            }
-        });
-    }
-    for key in controller.initial_keys() {
-        queue.add(key);
-    }
-    if let Some(period) = controller.resync_every().filter(|p| !p.is_zero()) {
-        let queue = queue.clone();
-        let c = controller.clone();
-        feeders.spawn(async move {
-            let mut ticks = tokio::time::interval(period);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // The first tick is immediate; the initial keys are already queued.
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                for key in c.initial_keys() {
-                    queue.add(key);
-                }
-            }
-        });
-    }
-    tracing::debug!("controller {} started", controller.name());
-    let mut failures: HashMap<C::Key, u32> = HashMap::new();
-    loop {
-        let key = tokio::select! {
-            biased;
-            _ = stopped(&mut stop) => break,
-            key = queue.get() => key,
-        };
-        if leader.as_ref().is_some_and(|l| !l.is_leader()) {
-            break;
-        }
-        match controller.reconcile(&key).await {
-            Ok(()) => {
-                failures.remove(&key);
-            }
-            Err(e) if e.retriable() => {
-                let n = failures.entry(key.clone()).or_insert(0);
-                let delay = backoff(*n);
-                *n = n.saturating_add(1);
-                if matches!(e, ControllerError::Waiting(_)) {
-                    tracing::debug!("{}: {e}; again in {delay:?}", controller.name());
-                } else {
-                    tracing::warn!(
-                        "{}: reconciling {key:?} failed: {e}; retrying in {delay:?}",
-                        controller.name()
-                    );
-                }
-                queue.add_after(key, delay);
-            }
-            Err(e) => {
-                failures.remove(&key);
-                tracing::warn!(
-                    "{}: reconciling {key:?} failed: {e}; waiting for the next change",
-                    controller.name()
-                );
-            }
-        }
-    }
-    feeders.shutdown().await;
-    tracing::debug!("controller {} stopped", controller.name());
-}
-
 /// Runs every controller until `shutdown` flips to true (or its sender is dropped, after
 /// which it never could). `legacy_uses` feeds the last-used tracker.
 ///
@@ -504,62 +111,7 @@ pub(crate) async fn run(
         }
         tracing::info!("controllers starting");
         let (term_tx, term_rx) = watch::channel(false);
-        let gate = Some(leader.clone());
-        let mut term = JoinSet::new();
-        term.spawn(drive(
-            Arc::new(default_sa::DefaultServiceAccount::new(registry.clone())),
-            registry.clone(),
-            gate.clone(),
-            term_rx.clone(),
-        ));
-        term.spawn(drive(
-            Arc::new(namespace::NamespaceDeleter::new(
-                registry.clone(),
-                clock.clone(),
-            )),
-            registry.clone(),
-            gate.clone(),
-            term_rx.clone(),
-        ));
-        term.spawn(drive(
-            Arc::new(root_ca::RootCaPublisher::new(
-                registry.clone(),
-                config.ca_pem.clone(),
-            )),
-            registry.clone(),
-            gate.clone(),
-            term_rx.clone(),
-        ));
-        if let Some(endpoint) = config.api_endpoint {
-            term.spawn(drive(
-                Arc::new(kubernetes_service::KubernetesService::new(
-                    registry.clone(),
-                    endpoint,
-                )),
-                registry.clone(),
-                gate.clone(),
-                term_rx.clone(),
-            ));
-        }
-        term.spawn(drive(
-            Arc::new(tokens::TokensController::new(
-                registry.clone(),
-                config.clone(),
-            )),
-            registry.clone(),
-            gate.clone(),
-            term_rx.clone(),
-        ));
-        term.spawn(drive(
-            Arc::new(cleaner::LegacyTokenCleaner::new(
-                registry.clone(),
-                clock.clone(),
-                config.clone(),
-            )),
-            registry.clone(),
-            gate,
-            term_rx,
-        ));
+        let mut term = start_gated(&registry, &clock, &config, &leader, term_rx);
         let mut check = tokio::time::interval(Duration::from_secs(1));
         let finished = loop {
             tokio::select! {
@@ -581,6 +133,66 @@ pub(crate) async fn run(
     }
     let _ = tracking.await;
     tracing::info!("controllers stopped");
+}
+
+/// Starts every controller that runs only while `leader` says so, each until `stop`.
+fn start_gated(
+    registry: &Registry,
+    clock: &SharedClock,
+    config: &Arc<ControllerConfig>,
+    leader: &Arc<dyn LeaderGate>,
+    stop: watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let mut term = Term {
+        set: JoinSet::new(),
+        registry: registry.clone(),
+        gate: Some(leader.clone()),
+        stop,
+    };
+    term.start(default_sa::DefaultServiceAccount::new(registry.clone()));
+    term.start(namespace::NamespaceDeleter::new(
+        registry.clone(),
+        clock.clone(),
+    ));
+    term.start(root_ca::RootCaPublisher::new(
+        registry.clone(),
+        config.ca_pem.clone(),
+    ));
+    if let Some(endpoint) = config.api_endpoint {
+        term.start(kubernetes_service::KubernetesService::new(
+            registry.clone(),
+            endpoint,
+        ));
+    }
+    term.start(tokens::TokensController::new(
+        registry.clone(),
+        config.clone(),
+    ));
+    term.start(cleaner::LegacyTokenCleaner::new(
+        registry.clone(),
+        clock.clone(),
+        config.clone(),
+    ));
+    term.set
+}
+
+/// The gated controllers of one term of leadership, as they are started.
+struct Term {
+    set: JoinSet<()>,
+    registry: Registry,
+    gate: Option<Arc<dyn LeaderGate>>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Term {
+    fn start<C: Controller>(&mut self, controller: C) {
+        self.set.spawn(drive(
+            Arc::new(controller),
+            self.registry.clone(),
+            self.gate.clone(),
+            self.stop.clone(),
+        ));
+    }
 }
 
 // Helpers shared by the controllers: reading the JSON wire form.
@@ -661,7 +273,7 @@ pub(crate) mod testing {
 
     use super::*;
     use crate::clock::FakeClock;
-    use crate::registry::resources;
+    use crate::registry::{RegistryError, resources};
     use crate::tokens::keys::{SigningKey, test_keys};
     use serde_json::json;
 
@@ -778,6 +390,8 @@ mod tests {
     use super::testing::*;
     use super::*;
     use base64::Engine as _;
+    use tokio::sync::Notify;
+    use tokio::time::Instant;
 
     #[test]
     fn dates_parse_as_strictly_as_go() {
@@ -800,33 +414,6 @@ mod tests {
         }
         let t: Timestamp = "2026-11-23T23:59:59Z".parse().unwrap();
         assert_eq!(format_date(utc_date(t)), "2026-11-23");
-    }
-
-    #[test]
-    fn backoff_doubles_to_thirty_seconds() {
-        assert_eq!(backoff(0), Duration::from_millis(100));
-        assert_eq!(backoff(1), Duration::from_millis(200));
-        assert_eq!(backoff(8), Duration::from_millis(25_600));
-        assert_eq!(backoff(9), Duration::from_secs(30));
-        assert_eq!(backoff(u32::MAX), Duration::from_secs(30));
-    }
-
-    #[tokio::test]
-    async fn queue_deduplicates_and_delays() {
-        let q = WorkQueue::new();
-        q.add("a");
-        q.add("b");
-        q.add("a");
-        assert_eq!(q.get().await, "a");
-        assert_eq!(q.get().await, "b");
-        // Re-added after being taken: it comes again.
-        q.add("a");
-        assert_eq!(q.get().await, "a");
-        q.add_after("late", Duration::from_millis(20));
-        q.add("now");
-        assert_eq!(q.get().await, "now");
-        let late = tokio::time::timeout(Duration::from_secs(10), q.get()).await;
-        assert_eq!(late.unwrap(), "late");
     }
 
     #[tokio::test]

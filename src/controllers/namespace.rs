@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{Controller, ControllerError, Watch, is_deleting, name, namespace};
+use super::{Action, Controller, ControllerError, Watch, is_deleting, name, namespace};
 use crate::clock::{SharedClock, format_time};
 use crate::registry::{
     DeleteOptions, EventType, ListOptions, Registry, RegistryError, Resource, meta_str, resources,
@@ -351,16 +351,21 @@ impl Controller for NamespaceDeleter {
         }
     }
 
-    async fn reconcile(&self, ns: &String) -> Result<(), ControllerError> {
+    async fn reconcile(&self, ns: &String) -> Result<Action, ControllerError> {
         let res = resources::core("namespaces");
         let before = self.registry.current_revision().await?;
         let namespace = match self.registry.get(res, None, ns).await {
             Ok(n) => n,
-            Err(RegistryError::NotFound { .. }) => return self.sweep(ns, before).await,
+            Err(RegistryError::NotFound { .. }) => {
+                return self
+                    .sweep(ns, before)
+                    .await
+                    .map(|()| Action::await_change());
+            }
             Err(e) => return Err(e.into()),
         };
         if !is_deleting(&namespace) {
-            return Ok(());
+            return Ok(Action::await_change());
         }
         // 1. Terminating, whoever set the deletionTimestamp (`updateNamespaceStatusFunc`).
         if namespace.pointer("/status/phase").and_then(Value::as_str) != Some("Terminating") {
@@ -374,7 +379,7 @@ impl Controller for NamespaceDeleter {
                 .await;
             match result {
                 Ok(_) => {}
-                Err(RegistryError::NotFound { .. }) => return Ok(()),
+                Err(RegistryError::NotFound { .. }) => return Ok(Action::await_change()),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -386,7 +391,7 @@ impl Controller for NamespaceDeleter {
                 .is_some_and(|f| f.contains(&ours))
         };
         if !has_ours(&namespace) {
-            return Ok(());
+            return Ok(Action::await_change());
         }
         // 3. Empty it, and say how far that got.
         let left = self.delete_content(ns).await?;
@@ -412,7 +417,7 @@ impl Controller for NamespaceDeleter {
             })
             .await;
         match result {
-            Ok(_) | Err(RegistryError::NotFound { .. }) => Ok(()),
+            Ok(_) | Err(RegistryError::NotFound { .. }) => Ok(Action::await_change()),
             Err(e) => Err(e.into()),
         }
     }

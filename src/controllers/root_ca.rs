@@ -7,7 +7,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Controller, ControllerError, Watch, annotation, name, namespace, set_meta_map};
+use super::{
+    Action, Controller, ControllerError, Watch, annotation, name, namespace, set_meta_map,
+};
 use crate::registry::{EventType, Registry, RegistryError, Resource, resources};
 use crate::wellknown;
 
@@ -73,7 +75,7 @@ impl Controller for RootCaPublisher {
         }
     }
 
-    async fn reconcile(&self, ns: &String) -> Result<(), ControllerError> {
+    async fn reconcile(&self, ns: &String) -> Result<Action, ControllerError> {
         let res = resources::core("configmaps");
         let current = match self
             .registry
@@ -94,17 +96,17 @@ impl Controller for RootCaPublisher {
                     Ok(_)
                     | Err(
                         RegistryError::NotFound { .. } | RegistryError::NamespaceTerminating { .. },
-                    ) => Ok(()),
+                    ) => Ok(Action::await_change()),
                     // Made by someone else meanwhile; its ADDED event brings us back to
                     // check it.
-                    Err(RegistryError::AlreadyExists { .. }) => Ok(()),
+                    Err(RegistryError::AlreadyExists { .. }) => Ok(Action::await_change()),
                     Err(e) => Err(e.into()),
                 };
             }
             Err(e) => return Err(e.into()),
         };
         if self.is_right(&current) {
-            return Ok(());
+            return Ok(Action::await_change());
         }
         let updated = self
             .registry
@@ -132,7 +134,7 @@ impl Controller for RootCaPublisher {
             .await;
         match updated {
             // Deleted meanwhile: its DELETED event brings us back to recreate it.
-            Ok(_) | Err(RegistryError::NotFound { .. }) => Ok(()),
+            Ok(_) | Err(RegistryError::NotFound { .. }) => Ok(Action::await_change()),
             Err(e) => Err(e.into()),
         }
     }

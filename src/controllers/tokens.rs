@@ -18,7 +18,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Controller, ControllerConfig, ControllerError, Watch, annotation, name, namespace,
+    Action, Controller, ControllerConfig, ControllerError, Watch, annotation, name, namespace,
     set_meta_map, uid,
 };
 use crate::registry::selectors::FieldSelector;
@@ -519,8 +519,8 @@ impl Controller for TokensController {
         }
     }
 
-    async fn reconcile(&self, key: &TokenKey) -> Result<(), ControllerError> {
-        match key {
+    async fn reconcile(&self, key: &TokenKey) -> Result<Action, ControllerError> {
+        let done = match key {
             TokenKey::Secret {
                 namespace: ns,
                 name: secret_name,
@@ -558,7 +558,8 @@ impl Controller for TokensController {
                 }
                 Err(e) => Err(e.into()),
             },
-        }
+        };
+        done.map(|()| Action::await_change())
     }
 }
 

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::Receiver;
 
 use super::{
-    Controller, ControllerError, Watch, format_date, label, name, namespace, parse_date,
+    Action, Controller, ControllerError, Watch, format_date, label, name, namespace, parse_date,
     set_meta_map, uid, utc_date,
 };
 use crate::clock::SharedClock;
@@ -210,11 +210,12 @@ impl Controller for LegacyTokenTracking {
         )
     }
 
-    async fn reconcile(&self, key: &TrackingKey) -> Result<(), ControllerError> {
-        match key {
+    async fn reconcile(&self, key: &TrackingKey) -> Result<Action, ControllerError> {
+        let done = match key {
             TrackingKey::ConfigMap => self.sync_config_map().await,
             TrackingKey::LastUsed { namespace, secret } => self.mark_used(namespace, secret).await,
-        }
+        };
+        done.map(|()| Action::await_change())
     }
 }
 

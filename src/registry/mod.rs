@@ -9,6 +9,7 @@
 
 pub(crate) mod resources;
 pub(crate) mod selectors;
+pub(crate) mod shared_watch;
 pub(crate) mod validation;
 
 use std::sync::Arc;
@@ -162,6 +163,8 @@ pub(crate) struct Registry {
     /// `--testing-create-delay`: a pause between a namespaced create's admission and its
     /// write, so tests can make a create race a namespace deletion on purpose.
     create_delay: std::time::Duration,
+    /// One watch per resource for in-process subscribers ([`Registry::shared_watch`]).
+    shared_watches: Arc<shared_watch::SharedWatches>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -333,6 +336,7 @@ impl Registry {
             clock,
             limits: resources::Limits::default(),
             create_delay: std::time::Duration::ZERO,
+            shared_watches: Arc::default(),
         }
     }
 

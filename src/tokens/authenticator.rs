@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::digest;
 use base64::Engine as _;
-use futures::StreamExt;
 use serde_json::Value;
 use subtle::ConstantTimeEq as _;
 
@@ -26,7 +25,8 @@ use super::keys::KeySet;
 use super::lookup::{self, Kind, ObjectLookup};
 use super::{Authenticated, TokenAuthenticator, TokenOutcome, UserInfo};
 use crate::clock::SharedClock;
-use crate::registry::{EventType, ListOptions, Registry, resources};
+use crate::registry::shared_watch::Notice;
+use crate::registry::{EventType, Registry, resources};
 use crate::telemetry::metrics::Metrics;
 use crate::wellknown;
 
@@ -637,65 +637,41 @@ impl TokenAuthenticator for ServiceAccountAuthenticator {
 }
 
 /// Keeps the cache honest: every change to a ServiceAccount, Pod, Secret or Node drops
-/// the results that depend on it. Runs until the registry's watches end for good.
+/// the results that depend on it, and the whole cache is dropped whenever the registry's
+/// shared watch of one of them restarts or this subscriber falls behind (changes may have
+/// been missed). Runs until aborted.
 pub(crate) async fn invalidate_from_watch(registry: Registry, cache: Arc<AuthCache>) {
     let kinds = [Kind::ServiceAccount, Kind::Pod, Kind::Secret, Kind::Node];
-    let tasks = kinds.map(|kind| {
-        let registry = registry.clone();
+    // One future per kind, all in this task: aborting it drops every subscription.
+    let watches = kinds.map(|kind| {
+        let mut watch = registry.shared_watch(resources::core(kind.plural()), None);
         let cache = cache.clone();
-        tokio::spawn(async move {
-            loop {
-                let res = resources::core(kind.plural());
-                let start = match registry.current_revision().await {
-                    Ok(rv) => rv,
-                    Err(_) => return,
-                };
-                let opts = ListOptions {
-                    resource_version: Some(start.to_string()),
-                    ..Default::default()
-                };
-                let mut stream = match registry.watch(res, None, &opts).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(
-                            "token cache invalidation watch on {} failed: {e}; retrying",
-                            kind.plural()
-                        );
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        continue;
+        async move {
+            while let Some(notice) = watch.next().await {
+                match notice {
+                    // Whatever happened between the last event seen and now is unknown.
+                    Notice::Interrupted | Notice::Resynced(_) => cache.clear(),
+                    Notice::Event(
+                        EventType::Added | EventType::Modified | EventType::Deleted,
+                        obj,
+                    ) => {
+                        let ns = obj
+                            .pointer("/metadata/namespace")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        let name = obj
+                            .pointer("/metadata/name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        cache.invalidate(kind, ns, name);
                     }
-                };
-                // Whatever happened between the last event seen and this watch is unknown.
-                cache.clear();
-                while let Some(ev) = stream.next().await {
-                    match ev {
-                        Ok((t, obj)) => {
-                            if matches!(
-                                t,
-                                EventType::Added | EventType::Modified | EventType::Deleted
-                            ) {
-                                let ns = obj
-                                    .pointer("/metadata/namespace")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or_default();
-                                let name = obj
-                                    .pointer("/metadata/name")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or_default();
-                                cache.invalidate(kind, ns, name);
-                            }
-                        }
-                        // Events may have been lost: forget everything and watch again.
-                        Err(_) => break,
-                    }
+                    Notice::Event(EventType::Bookmark, _) => {}
                 }
-                cache.clear();
             }
-        })
+            cache.clear();
+        }
     });
-    for t in tasks {
-        let _ = t.await;
-    }
+    futures::future::join_all(watches).await;
 }
 
 #[cfg(test)]
@@ -985,6 +961,73 @@ mod tests {
             "service account token has been invalidated"
         );
         assert_eq!(r.cache.len(), 0);
+    }
+
+    /// A cached result that depends on the Pod `default/p1`.
+    fn cache_one(cache: &AuthCache, key: u8) {
+        let v = Validated {
+            user: UserInfo::default(),
+            audiences: Vec::new(),
+            namespace: "default".into(),
+            service_account: "default".into(),
+            warn_after: None,
+            legacy: None,
+            annotations: BTreeMap::new(),
+            depends_on: vec![(Kind::Pod, "default".into(), "p1".into())],
+            cache_until: NOW + 10,
+        };
+        cache.insert([key; 32], v, cache.epoch.load(Ordering::SeqCst), NOW);
+    }
+
+    #[tokio::test]
+    async fn the_shared_watch_invalidates_the_cache() {
+        let (registry, _dir) = crate::registry::temp_registry(FakeClock::at(NOW)).await;
+        let cache = Arc::new(AuthCache::default());
+        let invalidator = tokio::spawn(invalidate_from_watch(registry.clone(), cache.clone()));
+        // Every clear and invalidation bumps the epoch: it says how far the invalidator got.
+        let epoch_past = |n: u64| {
+            let cache = cache.clone();
+            async move {
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+                loop {
+                    let now = cache.epoch.load(Ordering::SeqCst);
+                    if now > n {
+                        return now;
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the invalidator is stuck"
+                    );
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        // Each of the four watches starts by clearing the cache.
+        let started = epoch_past(3).await;
+        cache_one(&cache, 1);
+        let pods = resources::core("pods");
+        let pod = |name: &str| json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        // Another Pod's change leaves the result ...
+        registry
+            .create(pods, Some("default"), pod("p2"), false)
+            .await
+            .unwrap();
+        epoch_past(started).await;
+        assert_eq!(cache.len(), 1);
+        // ... its own Pod's change drops it.
+        registry
+            .create(pods, Some("default"), pod("p1"), false)
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while cache.len() != 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the Pod's result stays"
+            );
+            tokio::task::yield_now().await;
+        }
+        invalidator.abort();
     }
 
     #[tokio::test]
