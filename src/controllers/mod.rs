@@ -13,7 +13,7 @@
 //! or expires, everything is listed again.
 //!
 //! This module knows neither HTTP nor the store; it reads and writes through the registry
-//! and signs legacy tokens with `tokens::{claims, jws, keys}`.
+//! and signs legacy tokens through `tokens::issuer::Signer` (never `tokens::jws`).
 
 pub(crate) mod cleaner;
 pub(crate) mod default_sa;
