@@ -962,14 +962,9 @@ impl Registry {
                 if opts.dry_run {
                     return Ok(Deleted::Pending(marked));
                 }
-                match self
-                    .store
-                    .update(&kv.key, encode(&marked)?, Some(kv.mod_revision))
-                    .await
-                {
-                    Ok(kv) => return Ok(Deleted::Pending(decode(&kv)?)),
-                    Err(StoreError::Conflict { .. }) => continue,
-                    Err(e) => return Err(e.into()),
+                match self.write_mark(&kv, &marked).await? {
+                    Some(done) => return Ok(done),
+                    None => continue,
                 }
             }
             if let Some(marked) = self.deletion_mark(res, &current, opts) {
@@ -980,14 +975,9 @@ impl Registry {
                         current
                     }));
                 }
-                match self
-                    .store
-                    .update(&kv.key, encode(&marked)?, Some(kv.mod_revision))
-                    .await
-                {
-                    Ok(kv) => return Ok(Deleted::Pending(decode(&kv)?)),
-                    Err(StoreError::Conflict { .. }) => continue,
-                    Err(e) => return Err(e.into()),
+                match self.write_mark(&kv, &marked).await? {
+                    Some(done) => return Ok(done),
+                    None => continue,
                 }
             }
             if opts.dry_run {
@@ -1054,6 +1044,21 @@ impl Registry {
             m.insert("deletionGracePeriodSeconds".into(), Value::from(grace));
         }
         Some(marked)
+    }
+
+    /// Stores `marked` (a deletion mark: `deletionTimestamp`, Terminating) over `kv` if it has
+    /// not changed since it was read: the pending deletion, or `None` when a concurrent write
+    /// won and the caller must read again.
+    async fn write_mark(&self, kv: &KeyValue, marked: &Value) -> Result<Option<Deleted>> {
+        match self
+            .store
+            .update(&kv.key, encode(marked)?, Some(kv.mod_revision))
+            .await
+        {
+            Ok(kv) => Ok(Some(Deleted::Pending(decode(&kv)?))),
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Watches changes. `resource_version` "" or "0" first replays the current state as
