@@ -11,13 +11,14 @@
 mod support;
 
 use std::fs;
+use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::Value;
-use support::{Output, Server, ensure, tokenwarden_bin};
+use support::{Output, Reply, Server, ensure, request_as, tokenwarden_bin};
 
 fn diagnose(s: &Server, kubeconfig: &std::path::Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(tokenwarden_bin());
@@ -47,23 +48,29 @@ fn legacy_secret(name: &str, sa: &str) -> String {
     )
 }
 
-/// curl with a bearer token and a User-Agent, against this server (its CA from the data dir).
-fn curl(s: &Server, token: &str, user_agent: &str, method: &str, path: &str) -> Output {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-X", method, "--cacert"])
-        .arg(s.data_dir().join("ca.crt"))
-        .arg("-k")
-        .args(["-H", &format!("Authorization: Bearer {token}")])
-        .args(["-A", user_agent])
-        .args(["-H", "Content-Type: application/json"]);
-    if method == "POST" {
-        cmd.args([
-            "-d",
-            r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#,
-        ]);
-    }
-    cmd.arg(format!("https://127.0.0.1:{}{path}", s.port()));
-    s.run(cmd, None)
+/// `METHOD path` with a bearer token and a User-Agent, through the harness's raw client; a
+/// POST sends a SelfSubjectReview.
+fn call(s: &Server, token: &str, user_agent: &str, method: &str, path: &str) -> Reply {
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let token_file = s.write_file(&format!("call-{n}.token"), token);
+    let headers = [
+        ("User-Agent", user_agent),
+        ("Content-Type", "application/json"),
+    ];
+    let body = if method == "POST" {
+        r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#
+    } else {
+        ""
+    };
+    request_as(
+        s,
+        Some(Path::new(&token_file)),
+        method,
+        path,
+        &headers,
+        body,
+    )
 }
 
 #[test]
@@ -116,7 +123,7 @@ fn staged_cluster_names_every_offender_r6() {
     let audit = s.path("audit.log");
     let audit_arg = format!("--audit-log-path={}", audit.display());
     s.restart_with(&["--testing-clock-offset=2h", &audit_arg]);
-    let out = curl(
+    let r = call(
         &s,
         &token,
         "OpenAPI-Generator/11.0.0/python",
@@ -124,15 +131,15 @@ fn staged_cluster_names_every_offender_r6() {
         "/apis/authentication.k8s.io/v1/selfsubjectreviews",
     );
     s.check(
-        out.stdout.contains("old-py"),
+        r.text().contains("old-py"),
         "the stale token must still work",
-        &out,
+        &r.out,
     );
-    let out = curl(&s, &legacy, "curl/8.5.0", "GET", "/api");
+    let r = call(&s, &legacy, "curl/8.5.0", "GET", "/api");
     s.check(
-        out.success() && out.stdout.contains("APIVersions"),
+        r.status == 200 && r.text().contains("APIVersions"),
         "legacy use",
-        &out,
+        &r.out,
     );
     wait_for(&s, "both uses in the audit log", || {
         let text = fs::read_to_string(&audit).unwrap_or_default();
