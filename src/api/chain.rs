@@ -125,7 +125,9 @@ async fn with_authentication(State(app): State<App>, mut req: Request, next: Nex
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
         Ok(a) => {
-            app.metrics.auth_attempt(AuthResult::Success, seconds);
+            app.tokens
+                .metrics
+                .auth_attempt(AuthResult::Success, seconds);
             req.extensions_mut().insert(a.user);
             req.extensions_mut().insert(AuthNotes(a.annotations));
             let mut resp = next.run(req).await;
@@ -140,7 +142,7 @@ async fn with_authentication(State(app): State<App>, mut req: Request, next: Nex
             } else {
                 AuthResult::Failure
             };
-            app.metrics.auth_attempt(result, seconds);
+            app.tokens.metrics.auth_attempt(result, seconds);
             let (Some(head), Some(info), Some(query)) = (
                 from_chain::<Head>(&req),
                 from_chain::<RequestInfo>(&req),
@@ -218,7 +220,7 @@ async fn with_impersonation(State(app): State<App>, mut req: Request, next: Next
         return chain_broken();
     };
     let check = impersonation_check(&target.username);
-    if !authz::allowed(&user, &check, app.anonymous_oidc) {
+    if !authz::allowed(&user, &check, app.tokens.anonymous_oidc) {
         return Status::forbidden(authz::forbidden_message(&user, &check)).into_response();
     }
     req.extensions_mut().insert(target);
@@ -306,7 +308,7 @@ async fn with_authorization(State(app): State<App>, req: Request, next: Next) ->
     ) else {
         return chain_broken();
     };
-    let allowed = authz::allowed(&user, &info, app.anonymous_oidc);
+    let allowed = authz::allowed(&user, &info, app.tokens.anonymous_oidc);
     let mut resp = if allowed {
         next.run(req).await
     } else {

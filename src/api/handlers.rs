@@ -509,7 +509,7 @@ async fn token_review(ctx: &Ctx<'_>, spec: Option<&Value>) -> Result<Value, Stat
         })
         .unwrap_or_default();
     let audiences = if asked.is_empty() {
-        ctx.app.api_audiences.clone()
+        ctx.app.tokens.api_audiences.clone()
     } else {
         asked
     };
@@ -534,7 +534,7 @@ async fn token_request(
     name: &str,
     body: Body,
 ) -> Result<Response, Status> {
-    let Some(issuer) = &ctx.app.issuer else {
+    let Some(issuer) = &ctx.app.tokens.issuer else {
         return Err(Status::path_not_found());
     };
     let raw = object_body(ctx, body).await?;

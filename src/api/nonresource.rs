@@ -34,14 +34,14 @@ pub(super) fn non_resource(
         }
         "/version" => json(StatusCode::OK, &discovery::version()),
         "/metrics" => {
-            let (body, content_type) = app.metrics.render();
+            let (body, content_type) = app.tokens.metrics.render();
             let mut resp = (StatusCode::OK, body).into_response();
             resp.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             resp
         }
         "/.well-known/openid-configuration" | "/openid/v1/jwks" => {
-            let Some(d) = &app.oidc else {
+            let Some(d) = &app.tokens.oidc else {
                 return Status::path_not_found().into_response();
             };
             let (body, content_type) = if trimmed == "/openid/v1/jwks" {

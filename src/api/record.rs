@@ -78,9 +78,9 @@ pub(super) fn finish(
     // A watch's duration is how long it was open; kube-apiserver leaves it out of the
     // latency histogram for the same reason.
     let seconds = head.started.elapsed().as_secs_f64();
-    app.metrics.request(&labels, code, seconds);
+    app.tokens.metrics.request(&labels, code, seconds);
     tracing::debug!(method = %head.method, uri = %head.request_uri, user = %user.username, code, "request");
-    if let Some(audit) = &app.audit {
+    if let Some(audit) = &app.tokens.audit {
         audit.record(audit_event(app, subject, annotations, code));
     }
 }

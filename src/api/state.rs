@@ -34,6 +34,16 @@ pub(crate) struct AppState {
     pub(crate) server_address: String,
     /// Flips to true when the server shuts down, so that watches end.
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Token issuance, OIDC documents, metrics and the audit log.
+    pub(crate) tokens: TokenServices,
+    /// ServiceAccount admission of new Pods.
+    pub(crate) admission: ServiceAccountAdmission,
+    /// The max-in-flight pools (set from [`ServerConfig`] when serving starts).
+    pub(super) inflight: inflight::InFlight,
+}
+
+/// The parts of [`AppState`] that `server` wires in beyond the basics.
+pub(crate) struct TokenServices {
     /// Issues TokenRequests; `None` when no signing key is configured.
     pub(crate) issuer: Option<Arc<Issuer>>,
     /// `--api-audiences`, the default audiences of a TokenReview.
@@ -41,20 +51,6 @@ pub(crate) struct AppState {
     /// OIDC discovery documents; `None` when the issuer is not an https URL.
     pub(crate) oidc: Option<oidc::Discovery>,
     /// Whether anonymous clients may read the OIDC documents.
-    pub(crate) anonymous_oidc: bool,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) audit: Option<Arc<AuditLog>>,
-    /// ServiceAccount admission of new Pods.
-    pub(crate) admission: ServiceAccountAdmission,
-    /// The max-in-flight pools (set from [`ServerConfig`] when serving starts).
-    pub(super) inflight: inflight::InFlight,
-}
-
-/// The parts of [`AppState`] that `cli` wires in beyond the basics.
-pub(crate) struct TokenServices {
-    pub(crate) issuer: Option<Arc<Issuer>>,
-    pub(crate) api_audiences: Vec<String>,
-    pub(crate) oidc: Option<oidc::Discovery>,
     pub(crate) anonymous_oidc: bool,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) audit: Option<Arc<AuditLog>>,
@@ -76,12 +72,7 @@ impl AppState {
             openapi: openapi::OpenApi::build(),
             server_address,
             shutdown,
-            issuer: tokens.issuer,
-            api_audiences: tokens.api_audiences,
-            oidc: tokens.oidc,
-            anonymous_oidc: tokens.anonymous_oidc,
-            metrics: tokens.metrics,
-            audit: tokens.audit,
+            tokens,
             inflight: inflight::InFlight::new(0, 0),
         }
     }
