@@ -171,3 +171,10 @@ pub(crate) const AUTHENTICATION_ATTEMPTS: &str = "authentication_attempts";
 pub(crate) const AUTHENTICATION_DURATION_SECONDS: &str = "authentication_duration_seconds";
 pub(crate) const AUTHENTICATION_TOKEN_CACHE_REQUEST_TOTAL: &str =
     "authentication_token_cache_request_total";
+
+/// The ClusterRole that grants everything (kube-apiserver's bootstrap policy, bound to
+/// `system:masters`).
+pub(crate) const CLUSTER_ROLE_CLUSTER_ADMIN: &str = "cluster-admin";
+/// The RBAC wildcard in a rule's `verbs`, `resources` and `apiGroups` (`rbacv1.VerbAll`,
+/// `ResourceAll`, `APIGroupAll`).
+pub(crate) const RBAC_ALL: &str = "*";

@@ -150,14 +150,14 @@ fn staged_cluster_names_every_offender_r6() {
     let out = diagnose(&s, &s.kubeconfig(), &["--audit-log", &audit_path]);
     s.check(out.status.code() == Some(1), "findings must exit 1", &out);
     for needle in [
-        "error    stale-token-use            ServiceAccount default/old-py, Pod default/p2",
+        "error    stale-token-use               ServiceAccount default/old-py, Pod default/p2",
         "\"OpenAPI-Generator/11.0.0/python\": 1 requests, 1 stale",
         "remedy:  upgrade client kubernetes (Python) 11.0.0 to ≥ 12.0.0",
-        "legacy-token-in-use        Secret default/used-token",
+        "legacy-token-in-use           Secret default/used-token",
         "kubectl create token legacy-sa -n default",
-        "legacy-token-mounted       Secret default/mounted-token, Pod default/mounter",
+        "legacy-token-mounted          Secret default/mounted-token, Pod default/mounter",
         "- serviceAccountToken:",
-        "legacy-token-unused        Secret default/unused-token",
+        "legacy-token-unused           Secret default/unused-token",
         "kubectl delete secret -n default unused-token",
         "Kubernetes v1.32.0+tokenwarden",
     ] {
@@ -234,7 +234,7 @@ fn staged_cluster_names_every_offender_r6() {
     );
     s.check(
         out.stdout
-            .contains("warning  stale-token-use            ServiceAccount default/old-py"),
+            .contains("warning  stale-token-use               ServiceAccount default/old-py"),
         "the metric alone attributes the stale use",
         &out,
     );

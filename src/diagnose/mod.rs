@@ -5,13 +5,17 @@
 //! Owns: [`DiagnoseConfig`], the run ([`run`]: talk to the cluster, read the optional audit
 //! log, build the report, pick the exit code), the analysis ([`analyze`], pure) and the report
 //! model. Rendering is in `report`, User-Agent parsing in `useragent`, `/metrics` parsing in
-//! `metrics`, the audit log in `audit`.
+//! `metrics`, the audit log in `audit`, the RBAC checks (and the definition of a wildcard
+//! role) in `rbac`.
 //! Must not: import a server module (it is a client, STYLE.md rule 2), write to the cluster,
 //! or crash on a missing permission or endpoint: those become `warnings` in the report.
 //!
 //! Data sources: `GET /version`, `GET /metrics`, lists of Secrets, ServiceAccounts and Pods
-//! in all namespaces (public API, through the `kube` crate), and an `audit.k8s.io/v1` JSON-lines
-//! file. Only `/version` is required: if the server cannot be reached the run fails (exit 2).
+//! in all namespaces, of ClusterRoleBindings, RoleBindings, ClusterRoles and Roles
+//! (`rbac.authorization.k8s.io/v1`; public API, through the `kube` crate), and an
+//! `audit.k8s.io/v1` JSON-lines file. Only `/version` is required: if the server cannot be
+//! reached the run fails (exit 2). If one of the RBAC lists fails (403 Forbidden, 404 when the
+//! server does not serve RBAC), the RBAC checks are skipped with one warning.
 //!
 //! # Exit codes
 //! `0`: no finding at or above `--fail-on` (default `warning`); `1`: at least one; `2`: could
@@ -32,7 +36,7 @@
 //!                        "staleEvents": int },
 //!   "findings": [ { "check": string, "severity": "info"|"warning"|"error",
 //!                   "title": string,
-//!                   "objects": [ { "kind", "namespace", "name" } ],
+//!                   "objects": [ { "kind", "namespace", "name" } ],   // namespace "" for a Group
 //!                   "clients": [ { "userAgent": string, "requests": int, "staleRequests": int,
 //!                                  "language": string, "library": string,
 //!                                  "version": string|null, "upgradeTo": string|null,
@@ -44,10 +48,13 @@
 //! ```
 //! `check` is one of: `cluster-version`, `stale-token-use`, `stale-tokens-unattributed`,
 //! `outdated-client`, `client-go-skew`, `legacy-token-in-use`, `legacy-token-mounted`,
-//! `legacy-token-invalidated`, `legacy-token-unused`, `automount-unused`.
+//! `legacy-token-invalidated`, `legacy-token-unused`, `automount-unused`,
+//! `serviceaccount-cluster-admin`, `serviceaccount-wildcard-role` (their objects are
+//! ServiceAccounts, or a Group of ServiceAccounts such as `system:serviceaccounts`).
 
 pub(crate) mod audit;
 pub(crate) mod metrics;
+pub(crate) mod rbac;
 pub(crate) mod report;
 pub(crate) mod useragent;
 
@@ -57,6 +64,7 @@ use std::time::Duration;
 
 use jiff::civil::Date;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
@@ -65,6 +73,7 @@ use crate::wellknown;
 
 use self::audit::{AccountUse, AuditSummary};
 use self::metrics::TokenMetrics;
+use self::rbac::RbacObjects;
 use self::useragent::ClientInfo;
 
 /// How bad a finding is; ordered, so `--fail-on` compares with `>=`.
@@ -195,6 +204,7 @@ pub(crate) struct Inputs {
     pub(crate) secrets: Option<Vec<Secret>>,
     pub(crate) service_accounts: Option<Vec<ServiceAccount>>,
     pub(crate) pods: Option<Vec<Pod>>,
+    pub(crate) rbac: Option<RbacObjects>,
     pub(crate) warnings: Vec<String>,
 }
 
@@ -313,14 +323,51 @@ async fn collect(config: &DiagnoseConfig) -> anyhow::Result<Inputs> {
             short_error(&e)
         )),
     }
-    match Api::<Pod>::all(client).list(&lp).await {
+    match Api::<Pod>::all(client.clone()).list(&lp).await {
         Ok(list) => inputs.pods = Some(list.items),
         Err(e) => inputs.warnings.push(format!(
             "cannot list Pods ({}): Pods mounting legacy tokens are not checked",
             short_error(&e)
         )),
     }
+    match list_rbac(&client).await {
+        Ok(rbac) => inputs.rbac = Some(rbac),
+        Err((what, e)) => inputs.warnings.push(format!(
+            "cannot list {what} ({}): ServiceAccounts bound to cluster-admin or wildcard roles are not checked",
+            short_error(&e)
+        )),
+    }
     Ok(inputs)
+}
+
+/// Every ClusterRoleBinding, RoleBinding, ClusterRole and Role; on the first failure, what
+/// could not be listed (the checks need all four, so the rest is not asked for).
+async fn list_rbac(client: &kube::Client) -> Result<RbacObjects, (&'static str, kube::Error)> {
+    Ok(RbacObjects {
+        cluster_role_bindings: list_all::<ClusterRoleBinding>(client, "ClusterRoleBindings")
+            .await?,
+        role_bindings: list_all::<RoleBinding>(client, "RoleBindings").await?,
+        cluster_roles: list_all::<ClusterRole>(client, "ClusterRoles").await?,
+        roles: list_all::<Role>(client, "Roles").await?,
+    })
+}
+
+/// Every `K` (in all namespaces), or `what` could not be listed and why.
+async fn list_all<K>(
+    client: &kube::Client,
+    what: &'static str,
+) -> Result<Vec<K>, (&'static str, kube::Error)>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match Api::<K>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => Ok(list.items),
+        Err(e) => Err((what, e)),
+    }
 }
 
 fn short_error(e: &kube::Error) -> String {
@@ -349,6 +396,9 @@ pub(crate) fn analyze(inputs: Inputs, today: Date) -> Report {
     legacy_findings(&inputs, audit, today, &mut findings);
     if inputs.audit.is_some() {
         automount_findings(&inputs, audit, &mut findings);
+    }
+    if let Some(objects) = &inputs.rbac {
+        findings.extend(rbac::findings(objects));
     }
     let mut summary = Summary::default();
     for f in &findings {

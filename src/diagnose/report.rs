@@ -56,11 +56,11 @@ pub(crate) fn text(report: &Report) -> String {
     if report.findings.is_empty() {
         out.push_str("No findings.\n");
     } else {
-        let _ = writeln!(out, "{:<4}{:<9}{:<27}OBJECTS", "#", "SEVERITY", "CHECK");
+        let _ = writeln!(out, "{:<4}{:<9}{:<30}OBJECTS", "#", "SEVERITY", "CHECK");
         for (i, f) in report.findings.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "{:<4}{:<9}{:<27}{}",
+                "{:<4}{:<9}{:<30}{}",
                 i + 1,
                 f.severity.as_str(),
                 f.check,
@@ -94,7 +94,11 @@ fn objects(f: &Finding) -> String {
     let names: Vec<String> = f
         .objects
         .iter()
-        .map(|o| format!("{} {}/{}", o.kind, o.namespace, o.name))
+        .map(|o| match o.namespace.as_str() {
+            // A cluster-scoped object (a Group of ServiceAccounts).
+            "" => format!("{} {}", o.kind, o.name),
+            ns => format!("{} {ns}/{}", o.kind, o.name),
+        })
         .collect();
     names.join(", ")
 }
@@ -142,9 +146,11 @@ mod tests {
     use std::path::Path;
 
     use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 
     use super::super::audit::summarize;
     use super::super::metrics::TokenMetrics;
+    use super::super::rbac::RbacObjects;
     use super::super::{Inputs, analyze};
     use super::*;
 
@@ -189,6 +195,40 @@ mod tests {
             "metadata": {"name": "legacy-sa", "namespace": "default"}
         }))
         .unwrap();
+        // cluster-admin for a CI ServiceAccount (an error), the bootstrap binding (ignored),
+        // and a wildcard Role for every ServiceAccount of `default` (a warning).
+        let role_ref = |kind: &str, name: &str| serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name});
+        let crb = |name: &str, subject: serde_json::Value| -> ClusterRoleBinding {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name},
+                "roleRef": role_ref("ClusterRole", "cluster-admin"), "subjects": [subject]}))
+            .unwrap()
+        };
+        let rbac = RbacObjects {
+            cluster_role_bindings: vec![
+                crb(
+                    "cluster-admin",
+                    serde_json::json!({"kind": "Group", "name": "system:masters"}),
+                ),
+                crb(
+                    "ci-admin",
+                    serde_json::json!({"kind": "ServiceAccount", "namespace": "default", "name": "ci-deployer"}),
+                ),
+            ],
+            role_bindings: vec![
+                serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "all-sa-wild", "namespace": "default"},
+                "roleRef": role_ref("Role", "wild"),
+                "subjects": [{"kind": "Group", "name": "system:serviceaccounts:default"}]}))
+                .unwrap(),
+            ],
+            cluster_roles: Vec::new(),
+            roles: vec![
+                serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "wild", "namespace": "default"},
+                "rules": [{"apiGroups": [""], "resources": ["*"], "verbs": ["*"]}]}))
+                .unwrap(),
+            ],
+        };
         Inputs {
             server: "https://127.0.0.1:6443/".into(),
             version: Some("v1.32.0+tokenwarden".into()),
@@ -201,6 +241,7 @@ mod tests {
             ]),
             service_accounts: Some(vec![sa]),
             pods: Some(vec![pod, idle]),
+            rbac: Some(rbac),
             warnings: vec!["cannot list Nodes (403 Forbidden): example".into()],
         }
     }
@@ -235,6 +276,8 @@ mod tests {
                 "legacy-token-mounted",
                 "legacy-token-unused",
                 "automount-unused",
+                "serviceaccount-cluster-admin",
+                "serviceaccount-wildcard-role",
             ]
         );
         let stale = &report.findings[1];
@@ -247,6 +290,16 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&json(&report)).unwrap();
         assert_eq!(json["kind"], "DiagnoseReport");
         assert_eq!(json["findings"][1]["clients"][0]["upgradeTo"], "12.0.0");
-        assert_eq!(json["summary"]["error"], 1);
+        assert_eq!(json["summary"]["error"], 2);
+        let admin = &json["findings"][6];
+        assert_eq!(admin["severity"], "error");
+        assert_eq!(
+            admin["objects"][0],
+            serde_json::json!({"kind": "ServiceAccount", "namespace": "default", "name": "ci-deployer"})
+        );
+        assert_eq!(
+            json["findings"][7]["objects"][0],
+            serde_json::json!({"kind": "Group", "namespace": "", "name": "system:serviceaccounts:default"})
+        );
     }
 }
