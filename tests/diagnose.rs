@@ -301,3 +301,49 @@ fn unreachable_server_exits_2_r6() {
         &out,
     );
 }
+
+/// A ServiceAccount without permissions: every list it may not make is a warning, the RBAC
+/// lists among them (the RBAC checks are skipped), and the run still ends with a report
+/// (issue 11).
+#[test]
+fn forbidden_rbac_lists_are_a_warning_r11() {
+    let s = Server::start();
+    s.kubectl_ok(&["create", "sa", "nobody"]);
+    let token = s.kubectl_ok(&["create", "token", "nobody"]);
+    let admin = fs::read_to_string(s.data_dir().join("admin.token")).unwrap_or_default();
+    let kubeconfig = fs::read_to_string(s.kubeconfig()).unwrap_or_default();
+    let swapped = kubeconfig.replace(admin.trim(), token.trim());
+    ensure(
+        &s,
+        !admin.trim().is_empty() && swapped != kubeconfig,
+        "the kubeconfig holds the admin token",
+        &kubeconfig,
+    );
+    let path = s.write_file("nobody.kubeconfig", &swapped);
+    let out = diagnose(&s, Path::new(&path), &["-o", "json"]);
+    s.check(
+        out.status.code() == Some(0),
+        "missing permissions are not findings",
+        &out,
+    );
+    let v: Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    let warnings = v["warnings"].as_array().cloned().unwrap_or_default();
+    let rbac = warnings.iter().filter_map(Value::as_str).find(|w| {
+        w.starts_with("cannot list ClusterRoleBindings (403 Forbidden)")
+            && w.ends_with(
+                "ServiceAccounts bound to cluster-admin or wildcard roles are not checked",
+            )
+    });
+    ensure(&s, rbac.is_some(), "the RBAC warning", &out.stdout);
+    let findings = v["findings"].as_array().cloned().unwrap_or_default();
+    ensure(
+        &s,
+        !findings.iter().any(|f| {
+            f["check"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("serviceaccount-"))
+        }),
+        "no RBAC finding without RBAC lists",
+        &out.stdout,
+    );
+}
