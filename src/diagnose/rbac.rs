@@ -370,19 +370,16 @@ mod tests {
         let admin = CHECK_CLUSTER_ADMIN;
         let wild = CHECK_WILDCARD_ROLE;
         let star = || json!([rule(&["*"], &["*"], &["*"])]);
+        let admin_to = |subjects: Value| json!([crb("bad", "cluster-admin", subjects)]);
         let cases: Vec<(&str, Value, Vec<Expected>)> = vec![
             (
                 "cluster-admin through a ClusterRoleBinding is an error",
-                json!([crb("bad", "cluster-admin", json!([sa("ci", "deployer")]))]),
+                admin_to(json!([sa("ci", "deployer")])),
                 vec![(admin, Error, "ServiceAccount ci/deployer")],
             ),
             (
                 "the bootstrap binding to system:masters is ignored",
-                json!([crb(
-                    "cluster-admin",
-                    "cluster-admin",
-                    json!([group("system:masters")])
-                )]),
+                admin_to(json!([group("system:masters")])),
                 vec![],
             ),
             (
@@ -398,38 +395,24 @@ mod tests {
             ),
             (
                 "a ClusterRoleBinding subject without namespace matches nobody",
-                json!([crb(
-                    "bad",
-                    "cluster-admin",
-                    json!([{"kind": "ServiceAccount", "name": "app"}])
-                )]),
+                admin_to(json!([{"kind": "ServiceAccount", "name": "app"}])),
                 vec![],
             ),
             (
                 "every ServiceAccount through the group system:serviceaccounts",
-                json!([crb(
-                    "all-sa",
-                    "cluster-admin",
-                    json!([group("system:serviceaccounts")])
-                )]),
+                admin_to(json!([group("system:serviceaccounts")])),
                 vec![(admin, Error, "Group /system:serviceaccounts")],
             ),
             (
                 "system:authenticated includes every ServiceAccount",
-                json!([crb(
-                    "all",
-                    "cluster-admin",
-                    json!([group("system:authenticated")])
-                )]),
+                admin_to(json!([group("system:authenticated")])),
                 vec![(admin, Error, "Group /system:authenticated")],
             ),
             (
                 "a User named like a ServiceAccount is that ServiceAccount",
-                json!([crb(
-                    "u",
-                    "cluster-admin",
-                    json!([{"kind": "User", "name": "system:serviceaccount:ops:bot"}, {"kind": "User", "name": "alice"}])
-                )]),
+                admin_to(
+                    json!([{"kind": "User", "name": "system:serviceaccount:ops:bot"}, {"kind": "User", "name": "alice"}]),
+                ),
                 vec![(admin, Error, "ServiceAccount ops/bot")],
             ),
             (
@@ -496,11 +479,10 @@ mod tests {
             ),
             (
                 "other groups are not ServiceAccounts",
-                json!([crb(
-                    "devs",
-                    "cluster-admin",
-                    json!([group("developers"), group("system:serviceaccounts:")])
-                )]),
+                admin_to(json!([
+                    group("developers"),
+                    group("system:serviceaccounts:")
+                ])),
                 vec![],
             ),
         ];
