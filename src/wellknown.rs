@@ -30,6 +30,10 @@ pub(crate) const GROUP_UNAUTHENTICATED: &str = "system:unauthenticated";
 pub(crate) const USER_ANONYMOUS: &str = "system:anonymous";
 pub(crate) const GROUP_SERVICE_ACCOUNTS: &str = "system:serviceaccounts";
 
+/// The RBAC API group (`rbac.GroupName`): Roles, ClusterRoles and their bindings, and the
+/// default `apiGroup` of User and Group subjects and of every `roleRef`.
+pub(crate) const GROUP_RBAC: &str = "rbac.authorization.k8s.io";
+
 pub(crate) const SECRET_TYPE_OPAQUE: &str = "Opaque";
 pub(crate) const SECRET_TYPE_SA_TOKEN: &str = "kubernetes.io/service-account-token";
 pub(crate) const ANNOTATION_SA_NAME: &str = "kubernetes.io/service-account.name";

@@ -23,8 +23,7 @@ use support::{assert_stderr_line, assert_stdout, ensure, has_line};
 use std::collections::BTreeSet;
 use std::fs;
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -218,20 +217,10 @@ fn assert_fails_with(s: &Server, out: &Output, expected: &str) {
     s.check(ok, &what, out);
 }
 
-/// Calls `probe` every 100 ms until it returns `Ok`, for at most 10 s; on time-out fails with
-/// `what` and the last thing `probe` saw.
+/// [`support::poll`] for at most 10 s.
 #[track_caller]
-fn poll<T>(s: &Server, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + POLL_TIMEOUT;
-    loop {
-        match probe() {
-            Ok(value) => return value,
-            Err(last) if Instant::now() > deadline => {
-                s.fail(format!("{what}: not within 10 s; last seen:\n{last}"))
-            }
-            Err(_) => thread::sleep(Duration::from_millis(100)),
-        }
-    }
+fn poll<T>(s: &Server, what: &str, probe: impl FnMut() -> Result<T, String>) -> T {
+    support::poll(s, what, POLL_TIMEOUT, probe)
 }
 
 /// `kubectl get OBJECT -n NS -o json`, or the command's output as the error.

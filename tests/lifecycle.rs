@@ -18,7 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::{Server, ensure};
@@ -73,19 +73,10 @@ fn whoami(s: &Server, token: &str) -> Result<String, String> {
     }
 }
 
-/// Polls `probe` for up to 20 s.
+/// [`support::poll`] for at most 20 s.
 #[track_caller]
-fn poll<T>(s: &Server, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(last) if Instant::now() > deadline => {
-                s.fail(format!("{what}: not within 20 s; last seen:\n{last}"))
-            }
-            Err(_) => thread::sleep(Duration::from_millis(100)),
-        }
-    }
+fn poll<T>(s: &Server, what: &str, probe: impl FnMut() -> Result<T, String>) -> T {
+    support::poll(s, what, Duration::from_secs(20), probe)
 }
 
 fn json(s: &Server, args: &[&str]) -> Value {

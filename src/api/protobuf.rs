@@ -4,7 +4,8 @@
 //! Owns: the `k8s\0` envelope (`runtime.Unknown`), a small protobuf wire reader, and one
 //! static schema per supported message (field number → Go json name, type, omit rule),
 //! walked by one generic decoder. kubectl 1.32 sends these bodies for `create
-//! sa|namespace|configmap|secret`, `create token`, `auth whoami` and `auth can-i`
+//! sa|namespace|configmap|secret|role|clusterrole|rolebinding|clusterrolebinding`, `create
+//! token`, `auth whoami` and `auth can-i`
 //! (shared/reference/kubectl-wire.md §0 item 2 and §5.1).
 //!
 //! Must not: encode protobuf (the server always answers in JSON), know HTTP (the caller maps
@@ -12,7 +13,7 @@
 //! objects (that is `registry`'s job: empty strings here simply stay out of the JSON).
 //!
 //! Field numbers come from kubernetes/kubernetes `staging/src/k8s.io/api/{core,authentication,
-//! authorization}/v1/generated.proto` and `apimachinery/pkg/apis/meta/v1/generated.proto`; the
+//! authorization,rbac}/v1/generated.proto` and `apimachinery/pkg/apis/meta/v1/generated.proto`; the
 //! envelope mirrors `apimachinery/pkg/runtime/serializer/protobuf/protobuf.go`. Field order and
 //! omit rules mirror the Go structs in `types.go` (the proto files list fields in Go order).
 
@@ -181,6 +182,11 @@ mod schemas {
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview", SELF_SUBJECT_ACCESS_REVIEW),
         ("authorization.k8s.io/v1", "SubjectAccessReview", SUBJECT_ACCESS_REVIEW),
         ("authorization.k8s.io/v1", "LocalSubjectAccessReview", SUBJECT_ACCESS_REVIEW),
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview", SELF_SUBJECT_RULES_REVIEW),
+        ("rbac.authorization.k8s.io/v1", "Role", ROLE),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole", CLUSTER_ROLE),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding", ROLE_BINDING),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", ROLE_BINDING),
     ];
 
     // meta/v1
@@ -313,6 +319,47 @@ mod schemas {
     const SUBJECT_ACCESS_REVIEW: Schema = &[
         METADATA, f(2, "spec", Msg(SUBJECT_ACCESS_REVIEW_SPEC), Always),
         f(3, "status", Msg(SUBJECT_ACCESS_REVIEW_STATUS), Zero),
+    ];
+    const RESOURCE_RULE: Schema = &[
+        f(1, "verbs", StrList, Always), f(2, "apiGroups", StrList, Zero),
+        f(3, "resources", StrList, Zero), f(4, "resourceNames", StrList, Zero),
+    ];
+    const NON_RESOURCE_RULE: Schema =
+        &[f(1, "verbs", StrList, Always), f(2, "nonResourceURLs", StrList, Zero)];
+    const SUBJECT_RULES_REVIEW_STATUS: Schema = &[
+        f(1, "resourceRules", MsgList(RESOURCE_RULE), Always),
+        f(2, "nonResourceRules", MsgList(NON_RESOURCE_RULE), Always),
+        f(3, "incomplete", Bool, Always), f(4, "evaluationError", Str, Zero),
+    ];
+    const SELF_SUBJECT_RULES_REVIEW: Schema = &[
+        METADATA, f(2, "spec", Msg(&[f(1, "namespace", Str, Zero)]), Always),
+        f(3, "status", Msg(SUBJECT_RULES_REVIEW_STATUS), Zero),
+    ];
+
+    // rbac/v1 (ClusterRoleBinding has RoleBinding's fields and numbers)
+    const LABEL_SELECTOR: Schema = &[
+        f(1, "matchLabels", StrMap, Zero),
+        f(2, "matchExpressions", MsgList(SELECTOR_REQUIREMENT), Zero),
+    ];
+    const AGGREGATION_RULE: Schema =
+        &[f(1, "clusterRoleSelectors", MsgList(LABEL_SELECTOR), Zero)];
+    const POLICY_RULE: Schema = &[
+        f(1, "verbs", StrList, Always), f(2, "apiGroups", StrList, Zero),
+        f(3, "resources", StrList, Zero), f(4, "resourceNames", StrList, Zero),
+        f(5, "nonResourceURLs", StrList, Zero),
+    ];
+    const RULES: Field = f(2, "rules", MsgList(POLICY_RULE), Always);
+    const ROLE: Schema = &[METADATA, RULES];
+    const CLUSTER_ROLE: Schema =
+        &[METADATA, RULES, f(3, "aggregationRule", Msg(AGGREGATION_RULE), Present)];
+    const SUBJECT: Schema = &[
+        f(1, "kind", Str, Always), f(2, "apiGroup", Str, Zero), f(3, "name", Str, Always),
+        f(4, "namespace", Str, Zero),
+    ];
+    const ROLE_REF: Schema =
+        &[f(1, "apiGroup", Str, Always), f(2, "kind", Str, Always), f(3, "name", Str, Always)];
+    const ROLE_BINDING: Schema = &[
+        METADATA, f(2, "subjects", MsgList(SUBJECT), Zero), f(3, "roleRef", Msg(ROLE_REF), Always),
     ];
 }
 
@@ -702,6 +749,72 @@ mod tests {
                 "groups":["devs","ops"],"extra":{"scopes":["a","b"]},"uid":"u-1"},
             "status":{"allowed":true,"reason":"rbac"}}"#;
         assert_eq!(got, json(want));
+    }
+
+    #[test]
+    fn rbac_objects_and_rules_reviews_decode() {
+        let rbac = "rbac.authorization.k8s.io/v1";
+        // kubectl create clusterrole agg --aggregation-rule=a=b, and a rule of another role.
+        let selector = [
+            e(1, "a", "b"),
+            l(2, [l(1, "k"), l(2, "In"), l(3, "x")].concat()),
+        ];
+        let raw = [l(1, l(1, "agg")), l(3, l(1, selector.concat()))].concat();
+        let got = decode(&body(rbac, "ClusterRole", &raw)).unwrap();
+        let want = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+            "metadata":{"name":"agg"},"aggregationRule":{"clusterRoleSelectors":[{
+                "matchLabels":{"a":"b"},
+                "matchExpressions":[{"key":"k","operator":"In","values":["x"]}]}]}}"#;
+        assert_eq!(got, json(want));
+        let rule = [
+            l(1, "get"),
+            l(1, "list"),
+            l(2, ""),
+            l(3, "pods"),
+            l(4, "p1"),
+        ]
+        .concat();
+        let url_rule = [l(1, "get"), l(5, "/healthz")].concat();
+        let raw = [l(1, l(1, "r")), l(2, rule), l(2, url_rule)].concat();
+        let got = decode(&body(rbac, "Role", &raw)).unwrap();
+        let want = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role",
+            "metadata":{"name":"r"},"rules":[
+                {"verbs":["get","list"],"apiGroups":[""],"resources":["pods"],"resourceNames":["p1"]},
+                {"verbs":["get"],"nonResourceURLs":["/healthz"]}]}"#;
+        assert_eq!(got, json(want));
+        // Like kubectl: empty strings written; the group of a ServiceAccount stays out.
+        let sa = [l(1, "ServiceAccount"), l(2, ""), l(3, "app"), l(4, "a")].concat();
+        let user = [
+            l(1, "User"),
+            l(2, "rbac.authorization.k8s.io"),
+            l(3, "alice"),
+            l(4, ""),
+        ];
+        let role_ref = [l(1, ""), l(2, "ClusterRole"), l(3, "view")].concat();
+        let raw = [
+            l(1, l(1, "b")),
+            l(2, sa),
+            l(2, user.concat()),
+            l(3, role_ref),
+        ]
+        .concat();
+        let got = decode(&body(rbac, "ClusterRoleBinding", &raw)).unwrap();
+        let want = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding",
+            "metadata":{"name":"b"},"subjects":[
+                {"kind":"ServiceAccount","name":"app","namespace":"a"},
+                {"kind":"User","apiGroup":"rbac.authorization.k8s.io","name":"alice"}],
+            "roleRef":{"apiGroup":"","kind":"ClusterRole","name":"view"}}"#;
+        assert_eq!(got, json(want));
+
+        let raw = [l(2, l(1, "kube-system")), l(3, v(3, 0))].concat();
+        let got = decode(&body(
+            "authorization.k8s.io/v1",
+            "SelfSubjectRulesReview",
+            &raw,
+        ));
+        let want = r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectRulesReview",
+            "spec":{"namespace":"kube-system"}}"#;
+        assert_eq!(got.unwrap(), json(want));
     }
 
     #[test]

@@ -93,6 +93,8 @@ const D_MESSAGE: &str = "A human-readable description of the status of this oper
 const D_FIRST_SEEN: &str =
     "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)";
 const D_COUNT: &str = "The number of times this event has occurred.";
+const D_ROLE_REF: &str = "RoleRef can reference a Role in the current namespace or a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error.";
+const D_CLUSTER_ROLE_REF: &str = "RoleRef can only reference a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error.";
 
 /// A `string` column shown by plain `kubectl get`.
 const fn col(name: &'static str, description: &'static str) -> Col {
@@ -168,6 +170,25 @@ const EVENT_COLS: &[Col] = &[
     wide("Count", D_COUNT),
     ("Name", "string", "name", D_NAME, 1),
 ];
+const ROLE_BINDING_COLS: &[Col] = &[
+    NAME,
+    col("Role", D_ROLE_REF),
+    AGE,
+    wide("Users", "Users in the roleBinding"),
+    wide("Groups", "Groups in the roleBinding"),
+    wide("ServiceAccounts", "ServiceAccounts in the roleBinding"),
+];
+const CLUSTER_ROLE_BINDING_COLS: &[Col] = &[
+    NAME,
+    col("Role", D_CLUSTER_ROLE_REF),
+    AGE,
+    wide("Users", "Users in the clusterRoleBinding"),
+    wide("Groups", "Groups in the clusterRoleBinding"),
+    wide(
+        "ServiceAccounts",
+        "ServiceAccounts in the clusterRoleBinding",
+    ),
+];
 /// rest/table.go `defaultTableConvertor`: used for every kind without a printer.
 const DEFAULT_COLS: &[Col] = &[NAME, ("Created At", "date", "", D_CREATED, 0)];
 
@@ -196,6 +217,9 @@ pub(crate) fn table(
         "Pod" => (POD_COLS, print_pod),
         "Node" => (NODE_COLS, print_node),
         "Event" => (EVENT_COLS, print_event),
+        "RoleBinding" => (ROLE_BINDING_COLS, print_binding),
+        "ClusterRoleBinding" => (CLUSTER_ROLE_BINDING_COLS, print_binding),
+        // Role and ClusterRole have no printer in Kubernetes either: Name and Created At.
         _ => (DEFAULT_COLS, print_default),
     };
     let rows: Vec<Value> = objects
@@ -403,6 +427,35 @@ fn print_secret(secret: &Value, now: Timestamp) -> Vec<Value> {
 fn print_config_map(cm: &Value, now: Timestamp) -> Vec<Value> {
     let data = len_at(cm, &["data"]) + len_at(cm, &["binaryData"]);
     vec![name(cm), Value::from(data), age(cm, now)]
+}
+
+/// `printRoleBinding` / `printClusterRoleBinding`: the role as `Kind/name`, then the
+/// subjects split by kind as `rbac.SubjectsStrings` does (ServiceAccounts as
+/// `namespace/name`; other kinds are not shown), each list joined with ", ".
+fn print_binding(binding: &Value, now: Timestamp) -> Vec<Value> {
+    let role = format!(
+        "{}/{}",
+        str_at(binding, &["roleRef", "kind"]),
+        str_at(binding, &["roleRef", "name"])
+    );
+    let (mut users, mut groups, mut sas) = (Vec::new(), Vec::new(), Vec::new());
+    for s in items_at(binding, &["subjects"]) {
+        let name = str_at(s, &["name"]).to_owned();
+        match str_at(s, &["kind"]) {
+            "ServiceAccount" => sas.push(format!("{}/{name}", str_at(s, &["namespace"]))),
+            "User" => users.push(name),
+            "Group" => groups.push(name),
+            _ => {}
+        }
+    }
+    vec![
+        name(binding),
+        Value::from(role),
+        age(binding, now),
+        Value::from(users.join(", ")),
+        Value::from(groups.join(", ")),
+        Value::from(sas.join(", ")),
+    ]
 }
 
 /// Items of the array at `path` (none when missing or not an array).
@@ -1202,6 +1255,46 @@ mod tests {
             json!({"name": "Name", "type": "string", "format": "name", "description": D_NAME, "priority": 1})
         );
         assert_eq!(columns("Event").iter().filter(|c| c.1 == 0).count(), 5);
+    }
+
+    #[test]
+    fn binding_cells_split_subjects_by_kind() {
+        let rb = json!({"metadata": {"name": "read", "creationTimestamp": ago(3 * MIN)},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-reader"},
+            "subjects": [{"kind": "User", "name": "alice"}, {"kind": "ServiceAccount", "name": "app", "namespace": "a"},
+                {"kind": "User", "name": "bob"}, {"kind": "Group", "name": "devs"}, {"kind": "Robot", "name": "r2"}]});
+        let want = json!([
+            "read",
+            "Role/cm-reader",
+            "3m",
+            "alice, bob",
+            "devs",
+            "a/app"
+        ]);
+        assert_eq!(cells("RoleBinding", rb), want.as_array().unwrap()[..]);
+        let bare =
+            json!({"metadata": {"name": "b"}, "roleRef": {"kind": "ClusterRole", "name": "view"}});
+        assert_eq!(
+            cells("ClusterRoleBinding", bare),
+            [
+                json!("b"),
+                json!("ClusterRole/view"),
+                json!("<unknown>"),
+                json!(""),
+                json!(""),
+                json!("")
+            ]
+        );
+        let cols = columns("ClusterRoleBinding");
+        assert_eq!(cols.iter().filter(|c| c.1 == 1).count(), 3);
+        let t = render("RoleBinding", &[]);
+        assert_eq!(t["columnDefinitions"][1]["description"], D_ROLE_REF);
+        assert_eq!(
+            t["columnDefinitions"][3]["description"],
+            "Users in the roleBinding"
+        );
+        // Roles use the default convertor, as in Kubernetes.
+        assert_eq!(columns("ClusterRole")[1].0, "Created At");
     }
 
     #[test]

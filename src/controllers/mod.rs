@@ -1,5 +1,5 @@
 //! The controllers kube-controller-manager (and, for legacy token tracking, kube-apiserver)
-//! runs for service accounts, and the small runtime that drives them. One file per
+//! runs for service accounts and RBAC, and the small runtime that drives them. One file per
 //! controller; the reconcile runtime (work queue, watcher, driver) is in [`runtime`], and
 //! this file holds the configuration, [`run`], which starts every controller behind a
 //! [`LeaderGate`], and small helpers that read the JSON wire form.
@@ -16,6 +16,7 @@
 //! and signs legacy tokens through `tokens::issuer::Signer` (never `tokens::jws`).
 
 pub(crate) mod cleaner;
+pub(crate) mod clusterrole_aggregation;
 pub(crate) mod default_sa;
 pub(crate) mod kubernetes_service;
 pub(crate) mod namespace;
@@ -150,6 +151,9 @@ fn start_gated(
         stop,
     };
     term.start(default_sa::DefaultServiceAccount::new(registry.clone()));
+    term.start(clusterrole_aggregation::ClusterRoleAggregation::new(
+        registry.clone(),
+    ));
     term.start(namespace::NamespaceDeleter::new(
         registry.clone(),
         clock.clone(),

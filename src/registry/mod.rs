@@ -7,6 +7,7 @@
 //! serves every kind; per-kind rules live in [`resources`]. This module knows neither
 //! HTTP nor tokens.
 
+pub(crate) mod rbac;
 pub(crate) mod resources;
 pub(crate) mod selectors;
 pub(crate) mod shared_watch;
@@ -795,9 +796,7 @@ impl Registry {
         if let Some(map) = desired.as_object_mut() {
             map.insert("apiVersion".into(), Value::from(res.api_version()));
             map.insert("kind".into(), Value::from(res.kind));
-            if res.kind == "Secret" {
-                resources::fold_string_data(map);
-            }
+            resources::default_on_decode(res, map);
         }
         match subresource {
             // A status write changes only status (`PrepareForUpdate` of the status strategies).

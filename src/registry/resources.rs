@@ -5,6 +5,7 @@
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
+use super::rbac;
 use super::validation::{self as v, FieldError};
 use crate::wellknown;
 
@@ -318,9 +319,54 @@ pub(crate) static RESOURCES: &[Resource] = &[
     Resource {
         group: "authorization.k8s.io",
         version: "v1",
+        kind: "LocalSubjectAccessReview",
+        plural: "localsubjectaccessreviews",
+        singular: "localsubjectaccessreview",
+        short_names: &[],
+        categories: &[],
+        namespaced: true,
+        verbs: CREATE_ONLY,
+        stored: false,
+        subresources: &[],
+        field_selectors: &[],
+        name_rule: NameRule::Dns1123Subdomain,
+    },
+    Resource {
+        group: "authorization.k8s.io",
+        version: "v1",
         kind: "SelfSubjectAccessReview",
         plural: "selfsubjectaccessreviews",
         singular: "selfsubjectaccessreview",
+        short_names: &[],
+        categories: &[],
+        namespaced: false,
+        verbs: CREATE_ONLY,
+        stored: false,
+        subresources: &[],
+        field_selectors: &[],
+        name_rule: NameRule::Dns1123Subdomain,
+    },
+    Resource {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectRulesReview",
+        plural: "selfsubjectrulesreviews",
+        singular: "selfsubjectrulesreview",
+        short_names: &[],
+        categories: &[],
+        namespaced: false,
+        verbs: CREATE_ONLY,
+        stored: false,
+        subresources: &[],
+        field_selectors: &[],
+        name_rule: NameRule::Dns1123Subdomain,
+    },
+    Resource {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SubjectAccessReview",
+        plural: "subjectaccessreviews",
+        singular: "subjectaccessreview",
         short_names: &[],
         categories: &[],
         namespaced: false,
@@ -359,6 +405,66 @@ pub(crate) static RESOURCES: &[Resource] = &[
         subresources: &[],
         field_selectors: &["addressType"],
         name_rule: NameRule::Dns1123Subdomain,
+    },
+    Resource {
+        group: wellknown::GROUP_RBAC,
+        version: "v1",
+        kind: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        short_names: &[],
+        categories: &[],
+        namespaced: false,
+        verbs: CRUD,
+        stored: true,
+        subresources: &[],
+        field_selectors: &[],
+        name_rule: NameRule::PathSegment,
+    },
+    Resource {
+        group: wellknown::GROUP_RBAC,
+        version: "v1",
+        kind: "ClusterRole",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        short_names: &[],
+        categories: &[],
+        namespaced: false,
+        verbs: CRUD,
+        stored: true,
+        subresources: &[],
+        field_selectors: &[],
+        name_rule: NameRule::PathSegment,
+    },
+    Resource {
+        group: wellknown::GROUP_RBAC,
+        version: "v1",
+        kind: "RoleBinding",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        short_names: &[],
+        categories: &[],
+        namespaced: true,
+        verbs: CRUD,
+        stored: true,
+        subresources: &[],
+        field_selectors: &[],
+        name_rule: NameRule::PathSegment,
+    },
+    Resource {
+        group: wellknown::GROUP_RBAC,
+        version: "v1",
+        kind: "Role",
+        plural: "roles",
+        singular: "role",
+        short_names: &[],
+        categories: &[],
+        namespaced: true,
+        verbs: CRUD,
+        stored: true,
+        subresources: &[],
+        field_selectors: &[],
+        name_rule: NameRule::PathSegment,
     },
 ];
 
@@ -422,12 +528,23 @@ pub(crate) fn default_on_create(res: &Resource, obj: &mut Map<String, Value>) {
             fold_string_data(obj);
         }
         "Pod" => default_pod(obj),
+        _ => default_on_decode(res, obj),
+    }
+}
+
+/// Defaults applied to every create and update body: conversion and the API defaulting
+/// that Kubernetes runs when it decodes a request (`SetDefaults_*`), as opposed to the
+/// create-only `PrepareForCreate` above.
+pub(crate) fn default_on_decode(res: &Resource, obj: &mut Map<String, Value>) {
+    match (res.group, res.kind) {
+        ("", "Secret") => fold_string_data(obj),
+        (wellknown::GROUP_RBAC, kind) => rbac::default(kind, obj),
         _ => {}
     }
 }
 
 /// Moves `stringData` into `data` (base64), as the Secret conversion does.
-pub(crate) fn fold_string_data(obj: &mut Map<String, Value>) {
+fn fold_string_data(obj: &mut Map<String, Value>) {
     let Some(Value::Object(sd)) = obj.remove("stringData") else {
         return;
     };
@@ -550,7 +667,7 @@ pub(crate) trait KindVisitor {
 pub(crate) fn with_type<V: KindVisitor>(res: &Resource, v: V) -> Option<V::Output> {
     use k8s_openapi::api::{
         authentication::v1 as authn, authorization::v1 as authz, coordination::v1 as coord,
-        core::v1 as core, discovery::v1 as discovery,
+        core::v1 as core, discovery::v1 as discovery, rbac::v1 as rbac,
     };
     Some(match (res.group, res.version, res.kind) {
         ("", "v1", "ConfigMap") => v.visit::<core::ConfigMap>(),
@@ -566,11 +683,26 @@ pub(crate) fn with_type<V: KindVisitor>(res: &Resource, v: V) -> Option<V::Outpu
             v.visit::<authn::SelfSubjectReview>()
         }
         ("authentication.k8s.io", "v1", "TokenReview") => v.visit::<authn::TokenReview>(),
+        ("authorization.k8s.io", "v1", "LocalSubjectAccessReview") => {
+            v.visit::<authz::LocalSubjectAccessReview>()
+        }
         ("authorization.k8s.io", "v1", "SelfSubjectAccessReview") => {
             v.visit::<authz::SelfSubjectAccessReview>()
         }
+        ("authorization.k8s.io", "v1", "SelfSubjectRulesReview") => {
+            v.visit::<authz::SelfSubjectRulesReview>()
+        }
+        ("authorization.k8s.io", "v1", "SubjectAccessReview") => {
+            v.visit::<authz::SubjectAccessReview>()
+        }
         ("coordination.k8s.io", "v1", "Lease") => v.visit::<coord::Lease>(),
         ("discovery.k8s.io", "v1", "EndpointSlice") => v.visit::<discovery::EndpointSlice>(),
+        (wellknown::GROUP_RBAC, "v1", "ClusterRole") => v.visit::<rbac::ClusterRole>(),
+        (wellknown::GROUP_RBAC, "v1", "ClusterRoleBinding") => {
+            v.visit::<rbac::ClusterRoleBinding>()
+        }
+        (wellknown::GROUP_RBAC, "v1", "Role") => v.visit::<rbac::Role>(),
+        (wellknown::GROUP_RBAC, "v1", "RoleBinding") => v.visit::<rbac::RoleBinding>(),
         _ => return None,
     })
 }
@@ -690,6 +822,7 @@ pub(crate) fn validate_with(
         "Secret" => validate_secret(obj, old, &mut errs),
         "ConfigMap" => validate_config_map(obj, old, &mut errs),
         "Pod" => validate_pod(obj, old, limits, &mut errs),
+        _ if res.group == wellknown::GROUP_RBAC => rbac::validate(res.kind, obj, old, &mut errs),
         _ => {}
     }
     errs

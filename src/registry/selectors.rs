@@ -35,6 +35,52 @@ impl LabelSelector {
         Ok(LabelSelector(reqs))
     }
 
+    /// A `metav1.LabelSelector` object (`matchLabels`, `matchExpressions`) as
+    /// `LabelSelectorAsSelector` converts it: `{}` matches everything; an expression with a
+    /// bad operator or values is an error (validation reports those texts, this only refuses).
+    pub(crate) fn from_api(selector: &Value) -> Result<LabelSelector, String> {
+        let mut reqs = Vec::new();
+        if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
+            for (k, v) in labels {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| format!("label {k:?} is not a string"))?;
+                reqs.push(LabelReq::Eq(check_key(k)?, check_value(v)?));
+            }
+        }
+        let expressions = selector.get("matchExpressions").and_then(Value::as_array);
+        for expr in expressions.into_iter().flatten() {
+            let key = check_key(expr.get("key").and_then(Value::as_str).unwrap_or_default())?;
+            let values = expr
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|v| check_value(v.as_str().unwrap_or_default()))
+                .collect::<Result<Vec<String>, String>>()?;
+            let operator = expr
+                .get("operator")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            reqs.push(match (operator, values.is_empty()) {
+                ("In", false) => LabelReq::In(key, values),
+                ("NotIn", false) => LabelReq::NotIn(key, values),
+                ("Exists", true) => LabelReq::Exists(key),
+                ("DoesNotExist", true) => LabelReq::NotExists(key),
+                ("In" | "NotIn", true) => {
+                    return Err("for 'in', 'notin' operators, values set can't be empty".into());
+                }
+                ("Exists" | "DoesNotExist", false) => {
+                    return Err("values set must be empty for exists and does not exist".into());
+                }
+                (other, _) => {
+                    return Err(format!("{other:?} is not a valid label selector operator"));
+                }
+            });
+        }
+        Ok(LabelSelector(reqs))
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -101,6 +101,22 @@ impl FieldError {
         }
     }
 
+    /// `field.Invalid` whose bad value has no JSON form (a Go struct or slice): `shown` is
+    /// what Go's `%#v` prints for it, e.g. `rbac.RoleRef{APIGroup:"…", Kind:"Role", Name:"r"}`
+    /// or [`go_string_slice`]. It is carried in the detail, so the message reads the same.
+    pub(crate) fn invalid_go(
+        field: impl Into<String>,
+        shown: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        FieldError {
+            kind: ErrorType::Invalid,
+            field: field.into(),
+            value: None,
+            detail: format!("{}: {}", shown.into(), detail.into()),
+        }
+    }
+
     /// The message without the field path: what `details.causes[].message` carries.
     pub(crate) fn message(&self) -> String {
         let mut out = self.kind.label().to_string();
@@ -131,6 +147,12 @@ fn go_value(v: &Value) -> String {
         Value::Null => "null".to_string(),
         other => other.to_string(),
     }
+}
+
+/// `[]string{"a", "b"}`: Go's `%#v` of a string slice, the bad value of a list field.
+pub(crate) fn go_string_slice<S: AsRef<str>>(items: &[S]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("{:?}", s.as_ref())).collect();
+    format!("[]string{{{}}}", quoted.join(", "))
 }
 
 const DNS1123_LABEL_MAX: usize = 63;
@@ -262,6 +284,79 @@ pub(crate) fn label_value(s: &str) -> Vec<String> {
         }
     }
     errs
+}
+
+/// `ValidateLabelSelector` (apimachinery `pkg/apis/meta/v1/validation`) for a
+/// `metav1.LabelSelector` at `path`, with invalid label values in selectors refused (as on
+/// create). Returns whether it found anything, since callers that then convert the selector
+/// (`LabelSelectorAsSelector`) report one more error for it.
+pub(crate) fn label_selector(selector: &Value, path: &str, errs: &mut Vec<FieldError>) -> bool {
+    let before = errs.len();
+    if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
+        let field = format!("{path}.matchLabels");
+        for (k, v) in labels {
+            for e in qualified_name(k) {
+                errs.push(FieldError::invalid(
+                    field.as_str(),
+                    Value::from(k.as_str()),
+                    e,
+                ));
+            }
+            let v = v.as_str().unwrap_or_default();
+            for e in label_value(v) {
+                errs.push(FieldError::invalid(field.as_str(), Value::from(v), e));
+            }
+        }
+    }
+    let expressions = selector.get("matchExpressions").and_then(Value::as_array);
+    for (i, expr) in expressions.into_iter().flatten().enumerate() {
+        let field = format!("{path}.matchExpressions[{i}]");
+        let values: Vec<&str> = expr
+            .get("values")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|v| v.as_str().unwrap_or_default())
+            .collect();
+        let operator = expr
+            .get("operator")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match operator {
+            "In" | "NotIn" if values.is_empty() => errs.push(FieldError::required(
+                format!("{field}.values"),
+                "must be specified when `operator` is 'In' or 'NotIn'",
+            )),
+            "Exists" | "DoesNotExist" if !values.is_empty() => errs.push(FieldError::forbidden(
+                format!("{field}.values"),
+                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => errs.push(FieldError::invalid(
+                format!("{field}.operator"),
+                Value::from(other),
+                "not a valid selector operator",
+            )),
+        }
+        let key = expr.get("key").and_then(Value::as_str).unwrap_or_default();
+        for e in qualified_name(key) {
+            errs.push(FieldError::invalid(
+                format!("{field}.key"),
+                Value::from(key),
+                e,
+            ));
+        }
+        for (j, v) in values.iter().enumerate() {
+            for e in label_value(v) {
+                errs.push(FieldError::invalid(
+                    format!("{field}.values[{j}]"),
+                    Value::from(*v),
+                    e,
+                ));
+            }
+        }
+    }
+    errs.len() > before
 }
 
 #[cfg(test)]

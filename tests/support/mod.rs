@@ -21,6 +21,8 @@ pub(crate) const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
 pub(crate) const DISPATCHER: &str = "/usr/bin/kubectl";
 /// kubectl 1.27, the oldest minor here: it validates against `/openapi/v2` (protobuf) only.
 pub(crate) const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+/// kubectl 1.30: JSON request bodies from its typed clients (protobuf came in 1.32).
+pub(crate) const KUBECTL_130: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.30";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -355,6 +357,20 @@ impl Server {
         out.stdout
     }
 
+    /// kubectl 1.30 (see [`KUBECTL_130`]).
+    #[track_caller]
+    pub(crate) fn kubectl_130(&self, args: &[&str]) -> Output {
+        self.run(self.command(KUBECTL_130, &self.kubeconfig(), args), None)
+    }
+
+    /// kubectl 1.30 that must succeed; returns its stdout.
+    #[track_caller]
+    pub(crate) fn kubectl_130_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl_130(args);
+        self.check(out.success(), "kubectl 1.30 failed", &out);
+        out.stdout
+    }
+
     /// kubectl 1.32 that must succeed; returns its stdout.
     #[track_caller]
     pub(crate) fn kubectl_ok(&self, args: &[&str]) -> String {
@@ -563,6 +579,29 @@ fn list_dir(dir: &Path, out: &mut String) {
         out.push_str(&format!("{} ({len} bytes)\n", path.display()));
         if path.is_dir() {
             list_dir(&path, out);
+        }
+    }
+}
+
+/// Calls `probe` every 100 ms until it returns `Ok`, for at most `within`; on time-out fails
+/// with `what` and the last thing `probe` saw. Tests wait for controllers this way, never by
+/// sleeping a fixed time.
+#[track_caller]
+pub(crate) fn poll<T>(
+    s: &Server,
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(last) if Instant::now() > deadline => s.fail(format!(
+                "{what}: not within {} s; last seen:\n{last}",
+                within.as_secs()
+            )),
+            Err(_) => thread::sleep(Duration::from_millis(100)),
         }
     }
 }
