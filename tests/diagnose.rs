@@ -347,3 +347,69 @@ fn forbidden_rbac_lists_are_a_warning_r11() {
         &out.stdout,
     );
 }
+
+/// The findings of `check` in a JSON report, and the report.
+fn findings_of(s: &Server, check: &str) -> (Output, Vec<Value>) {
+    let out = diagnose(s, &s.kubeconfig(), &["-o", "json"]);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    ensure(
+        s,
+        v["kind"] == "DiagnoseReport",
+        "a DiagnoseReport",
+        &out.stdout,
+    );
+    let found = v["findings"].as_array().cloned().unwrap_or_default();
+    let found = found.into_iter().filter(|f| f["check"] == check).collect();
+    (out, found)
+}
+
+/// A ServiceAccount bound to cluster-admin by a ClusterRoleBinding is an error finding that
+/// names the binding; before the binding there is none (issue 11).
+#[test]
+fn service_account_bound_to_cluster_admin_is_an_error_r11() {
+    let s = Server::start();
+    s.kubectl_ok(&["create", "namespace", "ci"]);
+    s.kubectl_ok(&["create", "sa", "deployer", "-n", "ci"]);
+    let (out, found) = findings_of(&s, "serviceaccount-cluster-admin");
+    s.check(
+        out.status.code() == Some(0) && found.is_empty(),
+        "no finding before the binding (the bootstrap binding to system:masters is ignored)",
+        &out,
+    );
+    s.check(
+        !out.stdout.contains("cannot list ClusterRoleBindings"),
+        "the admin may list RBAC",
+        &out,
+    );
+
+    s.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "bad",
+        "--clusterrole=cluster-admin",
+        "--serviceaccount=ci:deployer",
+    ]);
+    let (out, found) = findings_of(&s, "serviceaccount-cluster-admin");
+    s.check(out.status.code() == Some(1), "a finding exits 1", &out);
+    let [f] = found.as_slice() else {
+        s.fail(format!("one cluster-admin finding expected\n{out}"));
+    };
+    ensure(
+        &s,
+        f["severity"] == "error"
+            && f["objects"]
+                == serde_json::json!([{"kind": "ServiceAccount", "namespace": "ci", "name": "deployer"}])
+            && f["title"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("by ClusterRoleBinding bad")),
+        "the ServiceAccount, the binding and the severity",
+        f,
+    );
+    let remedy = f["remedy"].as_str().unwrap_or_default();
+    for needle in [
+        "kubectl create rolebinding deployer-minimal -n ci --role=deployer-minimal --serviceaccount=ci:deployer",
+        "kubectl delete clusterrolebinding bad",
+    ] {
+        ensure(&s, remedy.contains(needle), needle, remedy);
+    }
+}
