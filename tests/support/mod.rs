@@ -833,6 +833,18 @@ impl Streaming {
     }
 }
 
+/// The Python of a client environment of `.ci/install-clients.sh` (`py-11.0.0`,
+/// `py-latest`); fails, never skips, when missing.
+pub(crate) fn python(env: &str) -> PathBuf {
+    let env = clients_dir().join(env);
+    assert!(
+        env.join("ok").exists(),
+        "{} is missing: run `bash .ci/install-clients.sh`",
+        env.display()
+    );
+    env.join("bin/python")
+}
+
 /// Where `.ci/install-clients.sh` puts the real client libraries.
 pub(crate) fn clients_dir() -> PathBuf {
     match std::env::var_os("TOKENWARDEN_CLIENTS_DIR") {
