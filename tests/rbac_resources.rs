@@ -201,6 +201,19 @@ fn r11_roles_and_bindings_through_kubectl() {
         &out,
     );
 
+    // The OpenAPI v3 document of the group describes the kinds (kubectl explain reads it).
+    let out = s.kubectl_ok(&[
+        "explain",
+        "clusterrole.aggregationRule.clusterRoleSelectors",
+    ]);
+    ensure(
+        &s,
+        has_line(&out, "GROUP:      rbac.authorization.k8s.io")
+            && has_line(&out, "KIND:       ClusterRole"),
+        "kubectl explain finds the ClusterRole schema",
+        &out,
+    );
+
     // describe reads the objects and prints the rules and subjects.
     let out = s.kubectl_ok(&["describe", "role", "cm-reader", "-n", "a"]);
     ensure(
