@@ -276,7 +276,7 @@ async fn authorizer(
         .context("reading the RBAC policy took too long")?;
     if config.authorization_mode == rbac::Mode::AlwaysAllow {
         tracing::warn!(
-            "--authorization-mode=AlwaysAllow: every authenticated request is allowed; never use this outside tests"
+            "--authorization-mode=AlwaysAllow: every request is allowed, anonymous ones included; never use this outside tests"
         );
     }
     Ok((authorizer, follow))

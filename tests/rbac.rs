@@ -840,3 +840,44 @@ fn python_client_in_cluster_granted_and_refused() {
         &out.stdout,
     );
 }
+
+/// `--authorization-mode=AlwaysAllow` (tests only): a token with no binding reads secrets;
+/// escalation checks are off with it, as every `escalate` and `bind` is allowed.
+#[test]
+fn always_allow_mode_allows_everything() {
+    let s = Server::start_with(&["--authorization-mode=AlwaysAllow"]);
+    let t = account_token(&s, "a", "app");
+    let secrets = kubectl_as(&s, KUBECTL, &t, &["get", "secrets", "-n", "a"]);
+    ensure(
+        &s,
+        secrets.success(),
+        "a service account lists secrets",
+        &secrets,
+    );
+    let role = kubectl_as(
+        &s,
+        KUBECTL,
+        &t,
+        &[
+            "create",
+            "role",
+            "all",
+            "-n",
+            "a",
+            "--verb=*",
+            "--resource=*",
+        ],
+    );
+    ensure(
+        &s,
+        role.success(),
+        "and makes a role granting everything",
+        &role,
+    );
+    ensure(
+        &s,
+        s.log().contains("--authorization-mode=AlwaysAllow"),
+        "a warning in the log",
+        &"",
+    );
+}

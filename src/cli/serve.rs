@@ -92,7 +92,7 @@ pub(super) struct ServeArgs {
     #[arg(long)]
     anonymous_issuer_discovery: bool,
     /// Who may do what: `RBAC` (Roles, ClusterRoles and their bindings; `system:masters` may
-    /// do everything) or `AlwaysAllow` (every authenticated request; for tests only). A
+    /// do everything) or `AlwaysAllow` (every request; for tests only). A
     /// comma-separated list as kube-apiserver takes it is accepted.
     #[arg(long, value_parser = parse_authorization_mode, default_value = "RBAC")]
     authorization_mode: rbac::Mode,
@@ -423,6 +423,21 @@ mod tests {
         assert!(resolve(&["--service-account-max-token-expiration=4294967297s"]).is_err());
         assert!(resolve(&["--service-account-max-token-expiration=4294967296s"]).is_ok());
         assert!(resolve(&["--legacy-service-account-token-clean-up-period=-1h"]).is_err());
+    }
+
+    #[test]
+    fn authorization_modes() {
+        assert_eq!(resolved(&[]).authorization_mode, rbac::Mode::Rbac);
+        let always = resolved(&["--authorization-mode=AlwaysAllow"]);
+        assert_eq!(always.authorization_mode, rbac::Mode::AlwaysAllow);
+        let list = resolved(&["--authorization-mode=RBAC,AlwaysAllow"]);
+        assert_eq!(list.authorization_mode, rbac::Mode::AlwaysAllow);
+        let node = err(&["--authorization-mode=Node,RBAC"]);
+        assert!(
+            node.contains("authorization mode \"Node\" is not supported"),
+            "{node}"
+        );
+        assert!(err(&["--authorization-mode="]).contains("not supported"));
     }
 
     #[test]

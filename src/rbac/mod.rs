@@ -53,7 +53,7 @@ pub(crate) struct Attributes {
 pub(crate) enum Mode {
     /// Role-based access control over the store's policy (the default).
     Rbac,
-    /// Everything is allowed to everybody who gets past authentication: for tests only.
+    /// Everything is allowed to everybody, anonymous included: for tests only.
     AlwaysAllow,
 }
 
