@@ -11,6 +11,7 @@ pub(crate) mod clock;
 pub(crate) mod controllers;
 pub(crate) mod diagnose;
 pub(crate) mod pki;
+pub(crate) mod rbac;
 pub(crate) mod registry;
 pub(crate) mod server;
 pub(crate) mod store;

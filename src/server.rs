@@ -23,6 +23,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::controllers::{self, AlwaysLeader, ControllerConfig};
 use crate::pki::datadir::DataDirLock;
 use crate::pki::{self, Pki, PkiConfig};
+use crate::rbac::{self, Authorizer};
 use crate::registry::Registry;
 use crate::registry::resources::Limits;
 use crate::store::{self, Store};
@@ -46,6 +47,9 @@ pub(crate) const DATABASE_FILE: &str = "tokenwarden.db";
 /// `compact-min-retain`), and how often it compacts.
 const RETAINED_REVISIONS: i64 = 1000;
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long the first read of the RBAC policy may take before the server gives up.
+const POLICY_SYNC_LIMIT: Duration = Duration::from_secs(60);
 
 /// How long a stop waits for open requests before closing connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -85,6 +89,8 @@ pub(crate) struct Config {
     /// `--service-account-jwks-uri`; `None`: this server's `/openid/v1/jwks`.
     pub(crate) jwks_uri: Option<String>,
     pub(crate) anonymous_issuer_discovery: bool,
+    /// `--authorization-mode`.
+    pub(crate) authorization_mode: rbac::Mode,
     pub(crate) audit_log_path: Option<PathBuf>,
     /// What pods mount, from `--emulated-version` (a Secret volume below 1.21).
     pub(crate) automount: AutomountMode,
@@ -129,6 +135,8 @@ struct Tasks {
     controllers: JoinHandle<()>,
     compactor: JoinHandle<()>,
     invalidator: JoinHandle<()>,
+    /// Keeps the authorizer's policy exact.
+    policy: JoinHandle<()>,
 }
 
 /// Does the I/O that `serve` needs before it can listen, in this order: lock the data
@@ -148,7 +156,9 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
         store::sqlite::SqliteStore::open(&config.pki.data_dir.join(DATABASE_FILE))
             .context("opening the store")?;
     let registry = open_registry(&config, store.clone(), clock.clone()).await?;
-    // 4. Static users, keys, authenticators and the token services.
+    // 4. The policy: the bootstrap roles repaired, then read whole before anything is served.
+    let (authorizer, policy) = authorizer(&config, &registry).await?;
+    // 5. Static users, keys, authenticators and the token services.
     let statics = static_tokens(&pki, config.token_auth_file.as_deref())?;
     let keys = load_keys(&config, &pki)?;
     let metrics = Arc::new(Metrics::new());
@@ -156,7 +166,7 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
         authenticators(&config, statics, &keys, &registry, &clock, &metrics);
     let tokens = token_services(&config, &pki, &keys, clock.clone(), metrics)?;
     let audit = tokens.audit.clone();
-    // 5. Background work; the controllers stop when `shutdown` turns true.
+    // 6. Background work; the controllers stop when `shutdown` turns true.
     let compactor = tokio::spawn(store::compact_periodically(
         store.clone(),
         COMPACTION_INTERVAL,
@@ -178,6 +188,7 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
         config.bind.to_string(),
         shutdown_rx,
         tokens,
+        authorizer,
     );
     Ok(Server {
         api: api_config(&config, &pki)?,
@@ -187,6 +198,7 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
             controllers,
             compactor,
             invalidator,
+            policy,
         },
         audit,
         store,
@@ -234,6 +246,7 @@ impl Server {
         let _ = tasks.controllers.await;
         tasks.compactor.abort();
         tasks.invalidator.abort();
+        tasks.policy.abort();
         if let Some(audit) = audit {
             close_audit_log(&audit).await;
         }
@@ -242,6 +255,31 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The authorizer of `--authorization-mode`, with the bootstrap policy reconciled and the
+/// whole policy read, and the task that keeps it exact.
+async fn authorizer(
+    config: &Config,
+    registry: &Registry,
+) -> anyhow::Result<(Arc<Authorizer>, JoinHandle<()>)> {
+    rbac::bootstrap::reconcile(registry)
+        .await
+        .context("reconciling the bootstrap RBAC policy")?;
+    let authorizer = Arc::new(Authorizer::new(
+        config.authorization_mode,
+        config.anonymous_issuer_discovery,
+    ));
+    let follow = tokio::spawn(authorizer.follow(registry.clone()));
+    tokio::time::timeout(POLICY_SYNC_LIMIT, authorizer.synced())
+        .await
+        .context("reading the RBAC policy took too long")?;
+    if config.authorization_mode == rbac::Mode::AlwaysAllow {
+        tracing::warn!(
+            "--authorization-mode=AlwaysAllow: every request is allowed, anonymous ones included; never use this outside tests"
+        );
+    }
+    Ok((authorizer, follow))
 }
 
 /// The server's clock: the system's, or shifted by `--testing-clock-offset`.
@@ -410,7 +448,6 @@ fn token_services(
         issuer: Some(issuer),
         api_audiences: config.api_audiences.clone(),
         oidc,
-        anonymous_oidc: config.anonymous_issuer_discovery,
         metrics,
         audit,
         automount: config.automount,

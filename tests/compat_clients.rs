@@ -18,22 +18,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::Value;
 use support::{
-    Reply, Server, Streaming, assert_status, clients_dir, ensure, or_die, request, request_as,
+    Reply, Server, Streaming, assert_status, ensure, or_die, python, request, request_as,
 };
 
 const SAS: &str = "/api/v1/namespaces/default/serviceaccounts";
-
-/// A Python client environment of `.ci/install-clients.sh` (`py-11.0.0`, `py-latest`);
-/// fails, never skips, when missing.
-fn python(env: &str) -> std::path::PathBuf {
-    let env = clients_dir().join(env);
-    assert!(
-        env.join("ok").exists(),
-        "{} is missing: run `bash .ci/install-clients.sh`",
-        env.display()
-    );
-    env.join("bin/python")
-}
 
 // The Python client's `Watch().stream` sends `watch=True` (Python's str(True)), 11.0.0 and
 // the latest alike. Prints one `TYPE name` line per event and stops at the DELETED event of

@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Output, Server, assert_stdout, ensure, has_line, poll};
+use support::{KUBECTL_130, Output, Server, assert_stdout, ensure, has_line, poll};
 
 /// The columns of a table line, split on runs of spaces (no cell here has a space).
 fn columns(line: &str) -> Vec<&str> {
@@ -171,20 +171,26 @@ fn r11_roles_and_bindings_through_kubectl() {
     );
 
     // kubectl 1.30 sends JSON bodies and reads the same tables.
-    let out = s.kubectl_130_ok(&[
-        "create",
-        "rolebinding",
-        "view-a",
-        "--clusterrole=pod-reader",
-        "--user=bob",
-        "-n",
-        "a",
-    ]);
+    let out = s.kubectl_at_ok(
+        KUBECTL_130,
+        &[
+            "create",
+            "rolebinding",
+            "view-a",
+            "--clusterrole=pod-reader",
+            "--user=bob",
+            "-n",
+            "a",
+        ],
+    );
     assert_eq!(
         out,
         "rolebinding.rbac.authorization.k8s.io/view-a created\n"
     );
-    let out = s.kubectl_130_ok(&["get", "rolebinding", "view-a", "-n", "a", "-o", "wide"]);
+    let out = s.kubectl_at_ok(
+        KUBECTL_130,
+        &["get", "rolebinding", "view-a", "-n", "a", "-o", "wide"],
+    );
     let rows: Vec<Vec<&str>> = out.lines().map(columns).collect();
     ensure(
         &s,
@@ -192,6 +198,19 @@ fn r11_roles_and_bindings_through_kubectl() {
             && rows[1][..2] == ["view-a", "ClusterRole/pod-reader"]
             && rows[1][3] == "bob",
         "kubectl 1.30's wide rolebinding row (empty cells print as nothing)",
+        &out,
+    );
+
+    // The OpenAPI v3 document of the group describes the kinds (kubectl explain reads it).
+    let out = s.kubectl_ok(&[
+        "explain",
+        "clusterrole.aggregationRule.clusterRoleSelectors",
+    ]);
+    ensure(
+        &s,
+        has_line(&out, "GROUP:      rbac.authorization.k8s.io")
+            && has_line(&out, "KIND:       ClusterRole"),
+        "kubectl explain finds the ClusterRole schema",
         &out,
     );
 
@@ -235,33 +254,31 @@ fn r11_roles_and_bindings_through_kubectl() {
         &out,
     );
 
-    // A binding's roleRef never changes.
-    let out = s.kubectl(&[
-        "patch",
-        "rolebinding",
-        "read-cm",
-        "-n",
-        "a",
-        "--type=merge",
-        "-p",
-        r#"{"roleRef":{"name":"other"}}"#,
-    ]);
+    // A binding's roleRef never changes; its subjects may.
+    let patch = |body: &str| {
+        let args = [
+            "patch",
+            "rolebinding",
+            "read-cm",
+            "-n",
+            "a",
+            "--type=merge",
+            "-p",
+            body,
+        ];
+        s.kubectl(&args)
+    };
     assert_fails_with(
         &s,
-        &out,
+        &patch(r#"{"roleRef":{"name":"other"}}"#),
         r#"The RoleBinding "read-cm" is invalid: roleRef: Invalid value: rbac.RoleRef{APIGroup:"rbac.authorization.k8s.io", Kind:"Role", Name:"other"}: cannot change roleRef"#,
     );
-    // Subjects may.
-    s.kubectl_ok(&[
-        "patch",
-        "rolebinding",
-        "read-cm",
-        "-n",
-        "a",
-        "--type=merge",
-        "-p",
-        r#"{"subjects":[{"kind":"User","name":"carol"}]}"#,
-    ]);
+    let out = patch(r#"{"subjects":[{"kind":"User","name":"carol"}]}"#);
+    assert_stdout(
+        &s,
+        &out,
+        "rolebinding.rbac.authorization.k8s.io/read-cm patched\n",
+    );
 
     // Validation, with Kubernetes' texts.
     let bad_role = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: bad\n  \

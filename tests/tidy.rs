@@ -24,6 +24,9 @@ const TABLE: &[(&str, &[&str])] = &[
     ("registry", &["store", "clock", "wellknown"]),
     ("tokens", &["registry", "clock", "wellknown", "telemetry"]),
     ("admission", &["registry", "clock", "wellknown"]),
+    // Authorization: the RBAC authorizer over a watch-fed copy of the policy, the escalation
+    // checks and the bootstrap policy. Reads users (`tokens::UserInfo`), never tokens.
+    ("rbac", &["registry", "clock", "wellknown", "tokens"]),
     (
         "controllers",
         &[
@@ -47,6 +50,7 @@ const TABLE: &[(&str, &[&str])] = &[
             "tokens",
             "admission",
             "controllers",
+            "rbac",
         ],
     ),
     // `tokenwarden serve` once its flags are resolved: builds every server part from a
@@ -63,6 +67,7 @@ const TABLE: &[(&str, &[&str])] = &[
             "tokens",
             "admission",
             "controllers",
+            "rbac",
             "api",
         ],
     ),
@@ -80,6 +85,7 @@ const TABLE: &[(&str, &[&str])] = &[
             "tokens",
             "admission",
             "controllers",
+            "rbac",
             "api",
             "server",
             "agent",
@@ -104,6 +110,7 @@ const INSIDE_RULES: &[(&str, &str, &[&str])] = &[
         "tokens",
         &["issuer", "keys", "authenticator", "claims", "KeySet"],
     ),
+    ("rbac", "tokens", &["UserInfo"]),
 ];
 
 /// What `main.rs` may name in the library (`tokenwarden::…`).

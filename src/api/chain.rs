@@ -26,10 +26,10 @@ use tower::ServiceBuilder;
 use super::inflight::{self, Admission};
 use super::params::Query;
 use super::record::{self, Head, Subject};
-use super::request::{self, RequestInfo, ResourceRequest};
+use super::request::{self, RequestInfo};
 use super::response::{AuditAnnotations, add_warning, indent_json};
 use super::state::App;
-use super::{MAX_HEADER_BYTES, MAX_URI_BYTES, Status, authz, handlers, nonresource};
+use super::{MAX_HEADER_BYTES, MAX_URI_BYTES, Status, authz, handlers, impersonation, nonresource};
 use crate::telemetry::metrics::AuthResult;
 use crate::tokens::UserInfo;
 use crate::wellknown;
@@ -158,6 +158,7 @@ async fn with_authentication(State(app): State<App>, mut req: Request, next: Nex
                 info: &info,
                 query: &query,
                 user: &anonymous_user,
+                impersonated: None,
             };
             record::finish(&app, &subject, BTreeMap::new(), resp.status().as_u16());
             resp
@@ -195,6 +196,7 @@ async fn with_audit(State(app): State<App>, req: Request, next: Next) -> Respons
         return chain_broken();
     };
     let mut resp = next.run(req).await;
+    let impersonated = resp.extensions_mut().remove::<Impersonated>();
     let mut annotations = notes.0;
     if let Some(extra) = resp.extensions_mut().remove::<AuditAnnotations>() {
         annotations.extend(extra.0);
@@ -204,85 +206,40 @@ async fn with_audit(State(app): State<App>, req: Request, next: Next) -> Respons
         info: &info,
         query: &query,
         user: &user,
+        impersonated: impersonated.as_ref().map(|i| &i.0),
     };
     record::finish(&app, &subject, annotations, resp.status().as_u16());
     resp
 }
 
-/// Filter 4: `Impersonate-User` (with `-Group`, `-Uid` and `Impersonate-Extra-*`) acts as
-/// another user for those allowed to (`WithImpersonation`): the request goes on as that
-/// user; anybody else gets kube-apiserver's 403. Without RBAC only `system:masters` may.
+/// Filter 4: `Impersonate-*` headers (`WithImpersonation`): the request goes on as the user
+/// they name if the requester may `impersonate` everything they name, else kube-apiserver's
+/// 403 for the first thing refused. The audit event records both users.
 async fn with_impersonation(State(app): State<App>, mut req: Request, next: Next) -> Response {
-    let Some(target) = impersonated(req.headers()) else {
-        return next.run(req).await;
+    let asked = match impersonation::requested(req.headers()) {
+        Ok(None) => return next.run(req).await,
+        Ok(Some(asked)) => asked,
+        Err(e) => return Status::internal(e.to_string()).into_response(),
     };
     let Some(user) = from_chain::<UserInfo>(&req) else {
         return chain_broken();
     };
-    let check = impersonation_check(&target.username);
-    if !authz::allowed(&user, &check, app.tokens.anonymous_oidc) {
-        return Status::forbidden(authz::forbidden_message(&user, &check)).into_response();
-    }
-    req.extensions_mut().insert(target);
-    next.run(req).await
-}
-
-/// The user `Impersonate-*` headers name, if any: their groups plus
-/// `system:authenticated`, as `WithImpersonation` builds it.
-fn impersonated(headers: &HeaderMap) -> Option<UserInfo> {
-    let name = headers.get("impersonate-user")?.to_str().ok()?.to_string();
-    let values = |h: &str| -> Vec<String> {
-        headers
-            .get_all(h)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::to_string)
-            .collect()
-    };
-    let mut groups = values("impersonate-group");
-    let mut extra = BTreeMap::new();
-    for (k, v) in headers {
-        if let (Some(key), Ok(v)) = (k.as_str().strip_prefix("impersonate-extra-"), v.to_str()) {
-            extra
-                .entry(key.to_string())
-                .or_insert_with(Vec::new)
-                .push(v.to_string());
+    for check in &asked.checks {
+        let decision = app.authorizer.authorize(&user, check);
+        if !decision.allowed {
+            return authz::forbidden(&user, check, &decision.reason).into_response();
         }
     }
-    if !groups.iter().any(|g| g == wellknown::GROUP_AUTHENTICATED) {
-        groups.push(wellknown::GROUP_AUTHENTICATED.to_string());
-    }
-    Some(UserInfo {
-        username: name,
-        uid: values("impersonate-uid")
-            .into_iter()
-            .next()
-            .unwrap_or_default(),
-        groups,
-        extra,
-    })
+    impersonation::strip(req.headers_mut());
+    req.extensions_mut().insert(asked.user.clone());
+    let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(Impersonated(asked.user));
+    resp
 }
 
-/// The permission impersonating `username` needs: `impersonate` on `users`, or on the
-/// `serviceaccounts` of a service account's namespace.
-fn impersonation_check(username: &str) -> RequestInfo {
-    let sa = username
-        .strip_prefix(wellknown::SERVICE_ACCOUNT_USER_PREFIX)
-        .and_then(|rest| rest.split_once(':'));
-    let (resource, namespace, name) = match sa {
-        Some((ns, sa)) => ("serviceaccounts", Some(ns.to_string()), sa.to_string()),
-        None => ("users", None, username.to_string()),
-    };
-    RequestInfo::Resource(ResourceRequest {
-        verb: "impersonate".into(),
-        group: String::new(),
-        version: "v1".into(),
-        namespace,
-        resource: resource.into(),
-        name: Some(name),
-        subresource: None,
-    })
-}
+/// The user a request was made as, for the audit event (`impersonatedUser`).
+#[derive(Debug, Clone)]
+struct Impersonated(UserInfo);
 
 /// Filter 5: a slot in the read-only or mutating pool for the rest of the request, or 429.
 async fn with_max_in_flight(State(app): State<App>, req: Request, next: Next) -> Response {
@@ -308,21 +265,29 @@ async fn with_authorization(State(app): State<App>, req: Request, next: Next) ->
     ) else {
         return chain_broken();
     };
-    let allowed = authz::allowed(&user, &info, app.tokens.anonymous_oidc);
+    let attributes = authz::attributes(&info);
+    let decision = app.authorizer.authorize(&user, &attributes);
+    let allowed = decision.allowed;
     let mut resp = if allowed {
         next.run(req).await
     } else {
         tracing::debug!(user = %user.username, "forbidden");
-        Status::forbidden(authz::forbidden_message(&user, &info)).into_response()
+        authz::forbidden(&user, &attributes, &decision.reason).into_response()
     };
-    let decision = if allowed { "allow" } else { "forbid" };
+    let verdict = if allowed { "allow" } else { "forbid" };
     let notes = resp
         .extensions_mut()
         .get_or_insert_default::<AuditAnnotations>();
     notes.0.insert(
         wellknown::AUDIT_AUTHORIZATION_DECISION.into(),
-        decision.into(),
+        verdict.into(),
     );
+    if !decision.reason.is_empty() {
+        notes.0.insert(
+            wellknown::AUDIT_AUTHORIZATION_REASON.into(),
+            decision.reason,
+        );
+    }
     resp
 }
 

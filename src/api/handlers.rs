@@ -1,7 +1,7 @@
 //! Resource requests: get, list, watch, create, update, patch, delete and
-//! deletecollection over the registry, plus the computed review resources
-//! (SelfSubjectReview for `kubectl auth whoami`, SelfSubjectAccessReview for
-//! `kubectl auth can-i`). Answers are JSON, or `meta.k8s.io/v1` Tables when asked.
+//! deletecollection over the registry, TokenRequests, and the computed reviews (`reviews`).
+//! Answers are JSON, or `meta.k8s.io/v1` Tables when asked. Writes of the RBAC policy pass
+//! the authorizer's escalation check first and answer once the authorizer sees them.
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -13,10 +13,9 @@ use super::body::read_body;
 use super::fieldvalidation;
 use super::params::{self, ListParams, Query, WriteParams};
 use super::patch::{self, PatchType};
-use super::request::{RequestInfo, ResourceRequest};
+use super::request::ResourceRequest;
 use super::response::TableFormat;
-use super::{AppState, Status, authz, body, json, json_typed, watch};
-use crate::clock::format_time;
+use super::{AppState, Status, body, json, json_typed, reviews, watch};
 use crate::registry::selectors::FieldSelector;
 use crate::registry::{DeleteOptions, Deleted, ListOptions, RegistryError, Resource, resources};
 use crate::tokens::UserInfo;
@@ -70,7 +69,7 @@ async fn handle_inner(ctx: &Ctx<'_>, r: &ResourceRequest, body: Body) -> Result<
         return Err(Status::method_not_allowed());
     }
     if !res.stored {
-        return review(ctx, res, body).await;
+        return reviews::review(ctx, res, ns, body).await;
     }
     let name = r.name.as_deref().unwrap_or_default();
     let sub = r.subresource.as_deref();
@@ -171,7 +170,7 @@ async fn object_body(ctx: &Ctx<'_>, body: Body) -> Result<Value, Status> {
 /// A create or update body decoded as kube-apiserver's handlers decode it: kind and
 /// apiVersion checked against the URL, field validation applied, unknown fields dropped.
 /// Returns the object and the warnings to send.
-async fn typed_body(
+pub(super) async fn typed_body(
     ctx: &Ctx<'_>,
     res: &Resource,
     body: Body,
@@ -196,7 +195,7 @@ async fn typed_body(
 }
 
 /// A JSON response carrying `Warning` headers.
-fn json_warned(code: StatusCode, value: &Value, warnings: &[String]) -> Response {
+pub(super) fn json_warned(code: StatusCode, value: &Value, warnings: &[String]) -> Response {
     let mut resp = json(code, value);
     for w in warnings {
         super::add_warning(&mut resp, w);
@@ -221,8 +220,26 @@ async fn create(
             .admit_pod_create(ns.unwrap_or("default"), &mut obj)
             .await?;
     }
+    let authz = &ctx.app.authorizer;
+    authz.confirm_write(ctx.user, res, ns.unwrap_or_default(), &obj, None)?;
     let created = ctx.app.registry.create(res, ns, obj, w.dry_run).await?;
+    policy_written(ctx, res, &created, w.dry_run).await;
     Ok(json_warned(StatusCode::CREATED, &created, &warnings))
+}
+
+/// A write of the RBAC policy answers once the authorizer sees it: from then on, what it
+/// granted or revoked is in force.
+async fn policy_written(ctx: &Ctx<'_>, res: &Resource, obj: &Value, dry_run: bool) {
+    let revision = obj
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|rv| rv.parse().ok());
+    if let (false, Some(rv)) = (dry_run, revision) {
+        ctx.app
+            .authorizer
+            .caught_up(res.group, res.plural, rv)
+            .await;
+    }
 }
 
 async fn update(
@@ -235,11 +252,16 @@ async fn update(
     body: Body,
 ) -> Result<Response, Status> {
     let (obj, warnings) = typed_body(ctx, res, body, &w).await?;
+    let authz = &ctx.app.authorizer;
     let (updated, _) = ctx
         .app
         .registry
-        .update_with(res, ns, name, sub, w.dry_run, |_| Ok(obj.clone()))
+        .update_with(res, ns, name, sub, w.dry_run, |current| {
+            authz.confirm_write(ctx.user, res, ns.unwrap_or_default(), &obj, Some(current))?;
+            Ok(obj.clone())
+        })
         .await?;
+    policy_written(ctx, res, &updated, w.dry_run).await;
     Ok(json_warned(StatusCode::OK, &updated, &warnings))
 }
 
@@ -266,6 +288,7 @@ async fn patch(
     // aside here.
     let mut patch_failure: Option<Status> = None;
     let mut warnings: Vec<String> = Vec::new();
+    let authz = &ctx.app.authorizer;
     let result = ctx
         .app
         .registry
@@ -284,6 +307,13 @@ async fn patch(
                 fieldvalidation::validate_patch(res, directive, patch_type, &bytes, &mut patched)
                     .map_err(&mut fail)?
             };
+            authz.confirm_write(
+                ctx.user,
+                res,
+                ns.unwrap_or_default(),
+                &patched,
+                Some(current),
+            )?;
             Ok(patched)
         })
         .await;
@@ -291,7 +321,10 @@ async fn patch(
         return Err(status);
     }
     match result {
-        Ok((obj, _)) => Ok(json_warned(StatusCode::OK, &obj, &warnings)),
+        Ok((obj, _)) => {
+            policy_written(ctx, res, &obj, dry_run).await;
+            Ok(json_warned(StatusCode::OK, &obj, &warnings))
+        }
         // Server-side apply creates what does not exist yet.
         Err(RegistryError::NotFound { .. }) if patch_type == PatchType::Apply && sub.is_none() => {
             let mut obj = patch::apply(kind, &Value::Null, patch_type, &bytes)
@@ -310,7 +343,9 @@ async fn patch(
                     .admit_pod_create(ns.unwrap_or("default"), &mut obj)
                     .await?;
             }
+            authz.confirm_write(ctx.user, res, ns.unwrap_or_default(), &obj, None)?;
             let created = ctx.app.registry.create(res, ns, obj, dry_run).await?;
+            policy_written(ctx, res, &created, dry_run).await;
             Ok(json(StatusCode::CREATED, &created))
         }
         Err(e) => Err(e.into()),
@@ -375,7 +410,10 @@ async fn delete(
     body: Body,
 ) -> Result<Response, Status> {
     let opts = delete_options(ctx, &w, body).await?;
-    match ctx.app.registry.delete(res, ns, name, &opts).await? {
+    let deleted = ctx.app.registry.delete(res, ns, name, &opts).await?;
+    let (Deleted::Now(obj) | Deleted::Pending(obj)) = &deleted;
+    policy_written(ctx, res, obj, opts.dry_run).await;
+    match deleted {
         // Pending deletion (finalizers, a grace period, a terminating namespace): the object
         // with deletionTimestamp set, 200 as kube-apiserver answers (`DeleteResource` gives
         // 202 only for orphanDependents=false).
@@ -429,7 +467,10 @@ async fn delete_collection(
             .delete(res, item_ns.as_deref().or(ns), &name, &opts)
             .await
         {
-            Ok(Deleted::Now(o) | Deleted::Pending(o)) => items.push(o),
+            Ok(Deleted::Now(o) | Deleted::Pending(o)) => {
+                policy_written(ctx, res, &o, opts.dry_run).await;
+                items.push(o);
+            }
             Err(RegistryError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
@@ -440,92 +481,6 @@ async fn delete_collection(
     ))
 }
 
-fn user_info_json(u: &UserInfo) -> Value {
-    let mut v = json!({"username": u.username});
-    if !u.uid.is_empty() {
-        v["uid"] = json!(u.uid);
-    }
-    if !u.groups.is_empty() {
-        v["groups"] = json!(u.groups);
-    }
-    if !u.extra.is_empty() {
-        v["extra"] = json!(u.extra);
-    }
-    v
-}
-
-/// The computed, never-stored review resources.
-async fn review(ctx: &Ctx<'_>, res: &Resource, body: Body) -> Result<Response, Status> {
-    let w = WriteParams::parse(ctx.query, "CreateOptions")?;
-    let (obj, warnings) = typed_body(ctx, res, body, &w).await?;
-    let now = format_time(ctx.app.registry.clock().now());
-    let mut metadata = obj
-        .get("metadata")
-        .cloned()
-        .filter(Value::is_object)
-        .unwrap_or_else(|| json!({}));
-    // Only SelfSubjectReview is stamped; the other reviews answer `creationTimestamp: null`,
-    // as kube-apiserver does.
-    metadata["creationTimestamp"] = if res.kind == "SelfSubjectReview" {
-        json!(now)
-    } else {
-        Value::Null
-    };
-    let status = match res.kind {
-        "SelfSubjectReview" => json!({"userInfo": user_info_json(ctx.user)}),
-        "SelfSubjectAccessReview" => access_review(ctx.user, obj.get("spec"))?,
-        "TokenReview" => token_review(ctx, obj.get("spec")).await?,
-        _ => return Err(Status::path_not_found()),
-    };
-    let mut out = json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": metadata});
-    if let Some(spec) = obj.get("spec") {
-        out["spec"] = spec.clone();
-    }
-    out["status"] = status;
-    Ok(json_warned(StatusCode::CREATED, &out, &warnings))
-}
-
-/// `authentication.k8s.io/v1` TokenReview (`pkg/registry/authentication/tokenreview/storage.go`):
-/// runs the token through the same authenticators as every request. A token that does not
-/// authenticate is still a 201, with the reason in `status.error`.
-async fn token_review(ctx: &Ctx<'_>, spec: Option<&Value>) -> Result<Value, Status> {
-    let token = spec
-        .and_then(|s| s.get("token"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if token.is_empty() {
-        return Err(Status::bad_request(
-            "token is required for TokenReview in authentication",
-        ));
-    }
-    let asked: Vec<String> = spec
-        .and_then(|s| s.get("audiences"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    let audiences = if asked.is_empty() {
-        ctx.app.tokens.api_audiences.clone()
-    } else {
-        asked
-    };
-    Ok(
-        match ctx.app.authn.authenticate(token, Some(&audiences)).await {
-            Ok(a) => {
-                let mut user = user_info_json(&a.user);
-                user["extra"] = json!(a.user.extra);
-                json!({"authenticated": true, "user": user, "audiences": a.audiences})
-            }
-            Err(error) => json!({"user": {}, "error": error.message}),
-        },
-    )
-}
-
-/// `POST .../serviceaccounts/{name}/token`.
 /// `POST .../serviceaccounts/{name}/token`: the typed TokenRequest in, the typed TokenRequest
 /// out (token.go `TokenREST.Create` behind kube-apiserver's create handler).
 async fn token_request(
@@ -581,85 +536,9 @@ fn decode_token_request(raw: Value) -> Result<TokenRequest, RegistryError> {
     serde_json::from_value(raw).map_err(|e| cannot(&e))
 }
 
-/// `kubectl auth can-i`: runs the same authorizer every request meets.
-fn access_review(user: &UserInfo, spec: Option<&Value>) -> Result<Value, Status> {
-    let spec = spec.ok_or_else(|| Status::bad_request("spec is required"))?;
-    let s = |v: &Value, k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let info = if let Some(ra) = spec.get("resourceAttributes") {
-        let ns = s(ra, "namespace");
-        let name = s(ra, "name");
-        let sub = s(ra, "subresource");
-        RequestInfo::Resource(ResourceRequest {
-            verb: s(ra, "verb"),
-            group: s(ra, "group"),
-            version: s(ra, "version"),
-            namespace: (!ns.is_empty()).then_some(ns),
-            resource: s(ra, "resource"),
-            name: (!name.is_empty()).then_some(name),
-            subresource: (!sub.is_empty()).then_some(sub),
-        })
-    } else if let Some(nra) = spec.get("nonResourceAttributes") {
-        RequestInfo::NonResource {
-            verb: s(nra, "verb"),
-            path: s(nra, "path"),
-        }
-    } else {
-        return Err(Status::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid",
-            "SelfSubjectAccessReview.authorization.k8s.io \"\" is invalid: spec.resourceAttributes: Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified",
-        ));
-    };
-    if authz::allowed(user, &info, false) {
-        let reason = if user.in_group(crate::wellknown::GROUP_MASTERS) {
-            ""
-        } else {
-            "allowed by the built-in policy"
-        };
-        let mut v = json!({"allowed": true});
-        if !reason.is_empty() {
-            v["reason"] = json!(reason);
-        }
-        Ok(v)
-    } else {
-        Ok(json!({"allowed": false}))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn can_i() {
-        let admin = UserInfo {
-            username: "admin".into(),
-            groups: vec!["system:masters".into()],
-            ..Default::default()
-        };
-        let sa = UserInfo {
-            username: "sa".into(),
-            groups: vec!["system:authenticated".into()],
-            ..Default::default()
-        };
-        let spec = json!({"resourceAttributes": {"namespace": "default", "verb": "list", "resource": "pods"}});
-        assert_eq!(access_review(&admin, Some(&spec)).unwrap()["allowed"], true);
-        assert_eq!(access_review(&sa, Some(&spec)).unwrap()["allowed"], false);
-        let whoami = json!({"resourceAttributes": {"verb": "create", "group": "authentication.k8s.io", "resource": "selfsubjectreviews"}});
-        assert_eq!(access_review(&sa, Some(&whoami)).unwrap()["allowed"], true);
-        assert_eq!(
-            access_review(&sa, Some(&json!({})))
-                .unwrap_err()
-                .code
-                .as_u16(),
-            422
-        );
-    }
 
     #[test]
     fn token_request_decode_errors() {

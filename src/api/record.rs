@@ -62,6 +62,8 @@ pub(super) struct Subject<'a> {
     pub(super) info: &'a RequestInfo,
     pub(super) query: &'a Query,
     pub(super) user: &'a UserInfo,
+    /// The user `Impersonate-*` headers named, when the request was made as another.
+    pub(super) impersonated: Option<&'a UserInfo>,
 }
 
 /// Records a finished request: metrics, the audit log, the debug log.
@@ -128,7 +130,11 @@ fn audit_event(
     code: u16,
 ) -> AuditEvent {
     let Subject {
-        head, info, user, ..
+        head,
+        info,
+        user,
+        impersonated,
+        ..
     } = subject;
     let (verb, object_ref) = match info {
         RequestInfo::Resource(r) => (
@@ -153,12 +159,8 @@ fn audit_event(
         audit_id: uuid::Uuid::new_v4(),
         request_uri: head.request_uri.clone(),
         verb,
-        user: AuditUser {
-            username: user.username.clone(),
-            uid: user.uid.clone(),
-            groups: user.groups.clone(),
-            extra: user.extra.clone(),
-        },
+        user: audit_user(user),
+        impersonated_user: impersonated.map(audit_user),
         source_ips: vec![head.peer.ip()],
         user_agent: head.user_agent.clone(),
         object_ref,
@@ -166,6 +168,15 @@ fn audit_event(
         request_received: head.received,
         stage_timestamp: app.registry.clock().now(),
         annotations,
+    }
+}
+
+fn audit_user(user: &UserInfo) -> AuditUser {
+    AuditUser {
+        username: user.username.clone(),
+        uid: user.uid.clone(),
+        groups: user.groups.clone(),
+        extra: user.extra.clone(),
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{inflight, openapi};
 use crate::admission::{AutomountMode, ServiceAccountAdmission};
+use crate::rbac::Authorizer;
 use crate::registry::Registry;
 use crate::telemetry::audit::AuditLog;
 use crate::telemetry::metrics::Metrics;
@@ -38,6 +39,8 @@ pub(crate) struct AppState {
     pub(crate) tokens: TokenServices,
     /// ServiceAccount admission of new Pods.
     pub(crate) admission: ServiceAccountAdmission,
+    /// Who may do what (every request, the access reviews, writes of the policy).
+    pub(crate) authorizer: Arc<Authorizer>,
     /// The max-in-flight pools (set from [`ServerConfig`] when serving starts).
     pub(super) inflight: inflight::InFlight,
 }
@@ -50,8 +53,6 @@ pub(crate) struct TokenServices {
     pub(crate) api_audiences: Vec<String>,
     /// OIDC discovery documents; `None` when the issuer is not an https URL.
     pub(crate) oidc: Option<oidc::Discovery>,
-    /// Whether anonymous clients may read the OIDC documents.
-    pub(crate) anonymous_oidc: bool,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) audit: Option<Arc<AuditLog>>,
     pub(crate) automount: AutomountMode,
@@ -64,8 +65,10 @@ impl AppState {
         server_address: String,
         shutdown: tokio::sync::watch::Receiver<bool>,
         tokens: TokenServices,
+        authorizer: Arc<Authorizer>,
     ) -> Self {
         AppState {
+            authorizer,
             admission: ServiceAccountAdmission::new(registry.clone(), tokens.automount),
             registry,
             authn,

@@ -135,7 +135,10 @@ impl IntoResponse for Status {
 /// qualified resource such as `tokenreviews.authentication.k8s.io`.
 fn details(resource: &str, name: &str) -> Value {
     let (kind, group) = resource.split_once('.').unwrap_or((resource, ""));
-    let mut d = json!({"name": name});
+    let mut d = json!({});
+    if !name.is_empty() {
+        d["name"] = json!(name);
+    }
     if !group.is_empty() {
         d["group"] = json!(group);
     }

@@ -14,6 +14,7 @@ use jiff::SignedDuration;
 use super::{parse_duration, parse_signed_duration};
 use crate::admission::AutomountMode;
 use crate::pki::PkiConfig;
+use crate::rbac;
 use crate::server::{self, Testing};
 use crate::telemetry::LogFormat;
 use crate::wellknown;
@@ -90,6 +91,11 @@ pub(super) struct ServeArgs {
     /// /openid/v1/jwks (for external verifiers such as Vault or cloud IAM).
     #[arg(long)]
     anonymous_issuer_discovery: bool,
+    /// Who may do what: `RBAC` (Roles, ClusterRoles and their bindings; `system:masters` may
+    /// do everything) or `AlwaysAllow` (every request; for tests only). A
+    /// comma-separated list as kube-apiserver takes it is accepted.
+    #[arg(long, value_parser = parse_authorization_mode, default_value = "RBAC")]
+    authorization_mode: rbac::Mode,
     /// Write an audit.k8s.io/v1 event (Metadata level) per request to this file.
     #[arg(long)]
     audit_log_path: Option<PathBuf>,
@@ -173,6 +179,7 @@ impl ServeArgs {
             lookup_legacy: self.service_account_lookup,
             jwks_uri: self.service_account_jwks_uri,
             anonymous_issuer_discovery: self.anonymous_issuer_discovery,
+            authorization_mode: self.authorization_mode,
             audit_log_path: self.audit_log_path,
             automount: if self.emulated_version < PROJECTED_FROM {
                 AutomountMode::LegacySecret
@@ -197,6 +204,24 @@ impl ServeArgs {
 /// `--emulated-version`: `1.23`, `v1.23` or `kube=1.23`, as the minor version. Kubernetes
 /// itself emulates only one release back; older versions are allowed here on purpose, to
 /// rehearse the 1.21 and 1.24 changes.
+/// `--authorization-mode`: `RBAC`, `AlwaysAllow`, or a list of them (with `AlwaysAllow` in
+/// it, everything is allowed, as kube-apiserver's union of authorizers would).
+fn parse_authorization_mode(s: &str) -> Result<rbac::Mode, String> {
+    let mut mode = None;
+    for m in s.split(',').map(str::trim) {
+        match m {
+            "RBAC" => mode = mode.or(Some(rbac::Mode::Rbac)),
+            "AlwaysAllow" => mode = Some(rbac::Mode::AlwaysAllow),
+            other => {
+                return Err(format!(
+                    "authorization mode {other:?} is not supported (supported: RBAC, AlwaysAllow)"
+                ));
+            }
+        }
+    }
+    mode.ok_or_else(|| "at least one authorization mode must be given".to_string())
+}
+
 fn parse_emulated_version(s: &str) -> Result<u32, String> {
     let v = s.strip_prefix("kube=").unwrap_or(s);
     let v = v.strip_prefix('v').unwrap_or(v);
@@ -398,6 +423,21 @@ mod tests {
         assert!(resolve(&["--service-account-max-token-expiration=4294967297s"]).is_err());
         assert!(resolve(&["--service-account-max-token-expiration=4294967296s"]).is_ok());
         assert!(resolve(&["--legacy-service-account-token-clean-up-period=-1h"]).is_err());
+    }
+
+    #[test]
+    fn authorization_modes() {
+        assert_eq!(resolved(&[]).authorization_mode, rbac::Mode::Rbac);
+        let always = resolved(&["--authorization-mode=AlwaysAllow"]);
+        assert_eq!(always.authorization_mode, rbac::Mode::AlwaysAllow);
+        let list = resolved(&["--authorization-mode=RBAC,AlwaysAllow"]);
+        assert_eq!(list.authorization_mode, rbac::Mode::AlwaysAllow);
+        let node = err(&["--authorization-mode=Node,RBAC"]);
+        assert!(
+            node.contains("authorization mode \"Node\" is not supported"),
+            "{node}"
+        );
+        assert!(err(&["--authorization-mode="]).contains("not supported"));
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub(crate) struct AuditEvent {
     pub(crate) verb: String,
     /// The authenticated user; empty (`{}`) when authentication failed.
     pub(crate) user: AuditUser,
+    /// The user the request was made as (`Impersonate-User`), if another.
+    pub(crate) impersonated_user: Option<AuditUser>,
     /// Kubernetes lists X-Forwarded-For, X-Real-Ip, then the peer address.
     pub(crate) source_ips: Vec<IpAddr>,
     pub(crate) user_agent: String,
@@ -152,6 +154,8 @@ struct WireEvent<'a> {
     request_uri: &'a str,
     verb: &'a str,
     user: &'a AuditUser,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    impersonated_user: Option<&'a AuditUser>,
     #[serde(rename = "sourceIPs", skip_serializing_if = "Vec::is_empty")]
     source_ips: Vec<IpAddr>,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -202,6 +206,7 @@ impl<'a> WireEvent<'a> {
             request_uri: &event.request_uri,
             verb: &event.verb,
             user: &event.user,
+            impersonated_user: event.impersonated_user.as_ref(),
             // Go prints an IPv4-mapped IPv6 peer address as plain IPv4.
             source_ips: event.source_ips.iter().map(IpAddr::to_canonical).collect(),
             user_agent: &event.user_agent,
@@ -582,6 +587,7 @@ mod tests {
                     ),
                 ]),
             },
+            impersonated_user: None,
             source_ips: vec![
                 "::ffff:10.0.0.7".parse().unwrap(),
                 "2001:db8::1".parse().unwrap(),
@@ -677,6 +683,23 @@ mod tests {
         assert!(!text.contains("userAgent"), "{text}");
         assert!(!text.contains("annotations"), "{text}");
         assert!(!text.contains("impersonatedUser"), "{text}");
+    }
+
+    #[test]
+    fn impersonated_user_follows_user() {
+        let mut event = token_request_event();
+        event.impersonated_user = Some(AuditUser {
+            username: "jane".into(),
+            groups: vec!["system:authenticated".into()],
+            ..AuditUser::default()
+        });
+        let text = line(&event);
+        assert!(
+            text.contains(
+                r#""impersonatedUser":{"username":"jane","groups":["system:authenticated"]},"sourceIPs":"#
+            ),
+            "{text}"
+        );
     }
 
     #[test]

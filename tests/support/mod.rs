@@ -352,22 +352,15 @@ impl Server {
     /// kubectl 1.27 that must succeed; returns its stdout.
     #[track_caller]
     pub(crate) fn kubectl_127_ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl_127(args);
-        self.check(out.success(), "kubectl 1.27 failed", &out);
-        out.stdout
+        self.kubectl_at_ok(KUBECTL_127, args)
     }
 
-    /// kubectl 1.30 (see [`KUBECTL_130`]).
+    /// Another kubectl than 1.32 (`program`: [`KUBECTL_127`], [`KUBECTL_130`]) that must
+    /// succeed; returns its stdout.
     #[track_caller]
-    pub(crate) fn kubectl_130(&self, args: &[&str]) -> Output {
-        self.run(self.command(KUBECTL_130, &self.kubeconfig(), args), None)
-    }
-
-    /// kubectl 1.30 that must succeed; returns its stdout.
-    #[track_caller]
-    pub(crate) fn kubectl_130_ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl_130(args);
-        self.check(out.success(), "kubectl 1.30 failed", &out);
+    pub(crate) fn kubectl_at_ok(&self, program: &str, args: &[&str]) -> String {
+        let out = self.run(self.command(program, &self.kubeconfig(), args), None);
+        self.check(out.success(), &format!("{program} failed"), &out);
         out.stdout
     }
 
@@ -831,6 +824,18 @@ impl Streaming {
         }
         self.seen.join("\n")
     }
+}
+
+/// The Python of a client environment of `.ci/install-clients.sh` (`py-11.0.0`,
+/// `py-latest`); fails, never skips, when missing.
+pub(crate) fn python(env: &str) -> PathBuf {
+    let env = clients_dir().join(env);
+    assert!(
+        env.join("ok").exists(),
+        "{} is missing: run `bash .ci/install-clients.sh`",
+        env.display()
+    );
+    env.join("bin/python")
 }
 
 /// Where `.ci/install-clients.sh` puts the real client libraries.

@@ -143,14 +143,19 @@ enum Scenario {
     SaGet,
     /// (e) GET /version with the admin token: the cheapest authenticated request.
     Noop,
+    /// (f) GET of the bench ServiceAccount with service-account tokens that RBAC allows
+    /// through a RoleBinding, among 100 bindings for others: authentication, the RBAC walk and
+    /// the lookup.
+    RbacGet,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 6] = [
         Scenario::TokenRequest,
         Scenario::ReviewDistinct,
         Scenario::ReviewCached,
         Scenario::SaGet,
+        Scenario::RbacGet,
         Scenario::Noop,
     ];
 
@@ -161,6 +166,7 @@ impl Scenario {
             Scenario::ReviewCached => "review-cached",
             Scenario::SaGet => "sa-get",
             Scenario::Noop => "noop",
+            Scenario::RbacGet => "rbac-get",
         }
     }
 
@@ -169,7 +175,9 @@ impl Scenario {
         match self {
             Scenario::TokenRequest => Reference::AllCoreSign,
             Scenario::ReviewDistinct => Reference::AllCoreVerify,
-            Scenario::ReviewCached | Scenario::SaGet | Scenario::Noop => Reference::Noop,
+            Scenario::ReviewCached | Scenario::SaGet | Scenario::RbacGet | Scenario::Noop => {
+                Reference::Noop
+            }
         }
     }
 
@@ -179,6 +187,8 @@ impl Scenario {
             Scenario::TokenRequest => Some(0.8),
             Scenario::ReviewDistinct => Some(0.3),
             Scenario::ReviewCached | Scenario::SaGet => Some(0.7),
+            // Issue 11: the RBAC check must not halve an authorized GET.
+            Scenario::RbacGet => Some(0.5),
             Scenario::Noop => None,
         }
     }
@@ -208,7 +218,9 @@ enum OutputFormat {
     Json,
 }
 
-/// Tokens per pool of repeated tokens (review-cached, sa-get).
+/// Bindings for other users in the namespace of the rbac-get scenario.
+const NOISE_BINDINGS: usize = 100;
+/// Tokens per pool of repeated tokens (review-cached, sa-get, rbac-get).
 const REPEATED_TOKENS: usize = 100;
 /// `expirationSeconds` of every TokenRequest the benchmark makes.
 const EXPIRATION_SECONDS: u64 = 3600;
@@ -898,6 +910,11 @@ enum Plan {
         bearers: Arc<[HeaderValue]>,
         body: Bytes,
     },
+    /// A GET with each of `bearers` in turn.
+    Get {
+        path: String,
+        bearers: Arc<[HeaderValue]>,
+    },
     Noop,
 }
 
@@ -954,6 +971,12 @@ impl Plan {
                     )?,
                     Check::Status(StatusCode::CREATED),
                 )
+            }
+            Plan::Get { path, bearers } => {
+                let Some(bearer) = bearers.get(round_robin(bearers.len())) else {
+                    return Ok(None);
+                };
+                (client.get(path, bearer)?, Check::Status(StatusCode::OK))
             }
             Plan::Noop => (
                 client.get("/version", &client.admin)?,
@@ -1156,7 +1179,13 @@ impl Bench {
         } else {
             Vec::new()
         };
-        setup.repeated_tokens = cached.len() + sa_tokens.len();
+        let rbac_tokens = if wants(Scenario::RbacGet) {
+            self.grant_reads().await?;
+            self.issue(REPEATED_TOKENS).await?
+        } else {
+            Vec::new()
+        };
+        setup.repeated_tokens = cached.len() + sa_tokens.len() + rbac_tokens.len();
 
         // 3. The scenarios, one after another over the same connections.
         let mut outcomes = Vec::new();
@@ -1184,13 +1213,58 @@ impl Bench {
                     ),
                 },
                 Scenario::Noop => Plan::Noop,
+                Scenario::RbacGet => Plan::Get {
+                    path: format!(
+                        "/api/v1/namespaces/{}/serviceaccounts/bench",
+                        self.namespace
+                    ),
+                    bearers: rbac_tokens
+                        .iter()
+                        .map(|t| bearer(t))
+                        .collect::<anyhow::Result<_>>()?,
+                },
             };
-            if matches!(scenario, Scenario::ReviewCached | Scenario::SaGet) {
+            if matches!(
+                scenario,
+                Scenario::ReviewCached | Scenario::SaGet | Scenario::RbacGet
+            ) {
                 self.warm(&plan).await?;
             }
             outcomes.push(self.measure(scenario, plan).await?);
         }
         Ok((setup, outcomes))
+    }
+
+    /// A Role that reads ServiceAccounts bound to the bench ServiceAccount, behind
+    /// `NOISE_BINDINGS` bindings of the same Role to other users, so that the authorizer walks
+    /// a realistic policy.
+    async fn grant_reads(&mut self) -> anyhow::Result<()> {
+        let ns = self.namespace.clone();
+        let rbac = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}");
+        self.create(
+            &format!("{rbac}/roles"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                   "metadata": {"name": "bench-reader"},
+                   "rules": [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]}]}),
+        )
+        .await?;
+        let role_ref = json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bench-reader"});
+        for i in 0..NOISE_BINDINGS {
+            self.create(
+                &format!("{rbac}/rolebindings"),
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                       "metadata": {"name": format!("noise-{i}")}, "roleRef": role_ref,
+                       "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": format!("user-{i}")}]}),
+            )
+            .await?;
+        }
+        self.create(
+            &format!("{rbac}/rolebindings"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": "bench-reader"}, "roleRef": role_ref,
+                   "subjects": [{"kind": "ServiceAccount", "name": "bench", "namespace": ns}]}),
+        )
+        .await
     }
 
     /// POSTs an object; one that already exists (an earlier `--keep` run) is fine.
@@ -1250,7 +1324,7 @@ impl Bench {
     async fn warm(&mut self, plan: &Plan) -> anyhow::Result<()> {
         let rounds = match plan {
             Plan::Review { bodies, .. } => bodies.len(),
-            Plan::SelfReview { bearers, .. } => bearers.len(),
+            Plan::SelfReview { bearers, .. } | Plan::Get { bearers, .. } => bearers.len(),
             _ => 0,
         };
         for i in 0..rounds {
@@ -1972,6 +2046,7 @@ users:
                 ("review-distinct", Reference::AllCoreVerify, Some(0.3)),
                 ("review-cached", Reference::Noop, Some(0.7)),
                 ("sa-get", Reference::Noop, Some(0.7)),
+                ("rbac-get", Reference::Noop, Some(0.5)),
                 ("noop", Reference::Noop, None),
             ]
         );
