@@ -430,7 +430,7 @@ fn token_services(
     let jwks_uri = config
         .jwks_uri
         .clone()
-        .unwrap_or_else(|| format!("{}/openid/v1/jwks", pki.server_url()));
+        .unwrap_or_else(|| format!("{}{}", pki.server_url(), wellknown::OIDC_JWKS_PATH));
     let first_issuer = config.issuers.first().cloned().unwrap_or_default();
     // Without discovery the server still runs; only the OIDC endpoints answer 404.
     let oidc = oidc::build(&first_issuer, &jwks_uri, keys)

@@ -30,6 +30,10 @@ pub(crate) const GROUP_UNAUTHENTICATED: &str = "system:unauthenticated";
 pub(crate) const USER_ANONYMOUS: &str = "system:anonymous";
 pub(crate) const GROUP_SERVICE_ACCOUNTS: &str = "system:serviceaccounts";
 
+/// The OIDC discovery document and the key set (ServiceAccountIssuerDiscovery).
+pub(crate) const OIDC_DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+pub(crate) const OIDC_JWKS_PATH: &str = "/openid/v1/jwks";
+
 /// The RBAC API group (`rbac.GroupName`): Roles, ClusterRoles and their bindings, and the
 /// default `apiGroup` of User and Group subjects and of every `roleRef`.
 pub(crate) const GROUP_RBAC: &str = "rbac.authorization.k8s.io";

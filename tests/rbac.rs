@@ -878,6 +878,6 @@ fn always_allow_mode_allows_everything() {
         &s,
         s.log().contains("--authorization-mode=AlwaysAllow"),
         "a warning in the log",
-        &"",
+        "",
     );
 }

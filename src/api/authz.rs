@@ -88,6 +88,7 @@ mod tests {
     use super::*;
     use crate::api::params::Query;
     use crate::api::request::resolve;
+    use crate::wellknown;
     use http::Method;
 
     fn message(user: &str, m: Method, p: &str, why: &str) -> String {
@@ -137,7 +138,7 @@ mod tests {
             message(
                 "system:anonymous",
                 Method::GET,
-                "/.well-known/openid-configuration",
+                wellknown::OIDC_DISCOVERY_PATH,
                 ""
             ),
             "forbidden: User \"system:anonymous\" cannot get path \"/.well-known/openid-configuration\""

@@ -8,6 +8,7 @@ use super::params::Query;
 use super::response::{accept, json, json_typed, text};
 use super::state::AppState;
 use super::{Status, discovery};
+use crate::wellknown;
 
 pub(super) fn non_resource(
     app: &AppState,
@@ -40,11 +41,11 @@ pub(super) fn non_resource(
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             resp
         }
-        "/.well-known/openid-configuration" | "/openid/v1/jwks" => {
+        wellknown::OIDC_DISCOVERY_PATH | wellknown::OIDC_JWKS_PATH => {
             let Some(d) = &app.tokens.oidc else {
                 return Status::path_not_found().into_response();
             };
-            let (body, content_type) = if trimmed == "/openid/v1/jwks" {
+            let (body, content_type) = if trimmed == wellknown::OIDC_JWKS_PATH {
                 (d.jwks.clone(), "application/jwk-set+json")
             } else {
                 (d.configuration.clone(), "application/json")

@@ -15,6 +15,7 @@ use super::state::AppState;
 use crate::telemetry::audit::{AuditEvent, AuditObjectRef, AuditResponseStatus, AuditUser};
 use crate::telemetry::metrics::RequestLabels;
 use crate::tokens::UserInfo;
+use crate::wellknown;
 
 /// What the record needs of a request, captured before the request is handed on.
 #[derive(Debug, Clone)]
@@ -192,8 +193,8 @@ fn known_path_label(path: &str) -> &'static str {
         "/apis",
         "/openapi/v3",
         "/openapi/v2",
-        "/.well-known/openid-configuration",
-        "/openid/v1/jwks",
+        wellknown::OIDC_DISCOVERY_PATH,
+        wellknown::OIDC_JWKS_PATH,
     ];
     let p = path.trim_end_matches('/');
     if let Some(k) = KNOWN.iter().find(|k| **k == p) {

@@ -43,13 +43,19 @@ impl Authorizer {
         };
         match res.plural {
             "roles" | "clusterroles" => {
+                // The request's own attributes (`RoleEscalationAuthorized`): a create names no
+                // object, an update the one it replaces.
                 let escalate = Attributes {
                     verb: "escalate".into(),
                     resource_request: true,
                     api_group: res.group.into(),
                     resource: res.plural.into(),
                     namespace: namespace.into(),
-                    name: name.into(),
+                    name: if old.is_some() {
+                        name.into()
+                    } else {
+                        String::new()
+                    },
                     ..Attributes::default()
                 };
                 if self.authorize(user, &escalate).allowed {

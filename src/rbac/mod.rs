@@ -30,7 +30,7 @@ use index::{Kind, PolicyIndex, Visit};
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(5);
 
 /// The OIDC documents `--anonymous-issuer-discovery` opens to everybody.
-const OIDC_PATHS: &[&str] = &["/.well-known/openid-configuration", "/openid/v1/jwks"];
+const OIDC_PATHS: &[&str] = &[wellknown::OIDC_DISCOVERY_PATH, wellknown::OIDC_JWKS_PATH];
 
 /// What a request asks to do (`authorizer.AttributesRecord` without the user).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -357,10 +357,18 @@ mod tests {
             path: path.into(),
             ..Attributes::default()
         };
-        assert!(authz.authorize(&anon, &get("/openid/v1/jwks")).allowed);
+        assert!(
+            authz
+                .authorize(&anon, &get(wellknown::OIDC_JWKS_PATH))
+                .allowed
+        );
         assert!(!authz.authorize(&anon, &get("/metrics")).allowed);
         let closed = Authorizer::new(Mode::Rbac, false);
-        assert!(!closed.authorize(&anon, &get("/openid/v1/jwks")).allowed);
+        assert!(
+            !closed
+                .authorize(&anon, &get(wellknown::OIDC_JWKS_PATH))
+                .allowed
+        );
         let open = Authorizer::new(Mode::AlwaysAllow, false);
         assert!(open.authorize(&anon, &get("/metrics")).allowed);
     }
