@@ -13,8 +13,7 @@ mod support;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
@@ -32,13 +31,9 @@ fn diagnose(s: &Server, kubeconfig: &std::path::Path, args: &[&str]) -> Output {
 
 /// Polls `probe` for up to 30 s.
 fn wait_for(s: &Server, what: &str, mut probe: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !probe() {
-        if start.elapsed() > Duration::from_secs(30) {
-            s.fail(format!("timed out waiting for {what}"));
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    support::poll(s, what, Duration::from_secs(30), || {
+        probe().then_some(()).ok_or_else(|| "not yet".to_string())
+    });
 }
 
 fn legacy_secret(name: &str, sa: &str) -> String {

@@ -210,16 +210,16 @@ impl Authorizer {
 
 /// The rules of `cluster-admin`.
 fn everything() -> Vec<PolicyRule> {
-    let all = || Some(vec!["*".to_string()]);
+    let all = || Some(vec![wellknown::RBAC_ALL.to_string()]);
     vec![
         PolicyRule {
-            verbs: vec!["*".into()],
+            verbs: vec![wellknown::RBAC_ALL.into()],
             api_groups: all(),
             resources: all(),
             ..PolicyRule::default()
         },
         PolicyRule {
-            verbs: vec!["*".into()],
+            verbs: vec![wellknown::RBAC_ALL.into()],
             non_resource_urls: all(),
             ..PolicyRule::default()
         },

@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 
 use super::Attributes;
+use crate::wellknown;
 
 /// The wildcard of verbs, groups, resources and URLs.
-const ALL: &str = "*";
+const ALL: &str = wellknown::RBAC_ALL;
 
 fn strings(v: &Option<Vec<String>>) -> &[String] {
     v.as_deref().unwrap_or_default()
