@@ -74,9 +74,23 @@ pub(crate) fn format_time(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// Kubernetes' wire form of a `metav1.MicroTime` (a Lease's `renewTime`): RFC 3339 in UTC
+/// with microseconds.
+pub(crate) fn format_micro_time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn micro_time_has_six_digits() {
+        let t = Timestamp::new(1_795_392_250, 123_456_789).expect("a time");
+        assert_eq!(format_micro_time(t), "2026-11-23T00:04:10.123456Z");
+        let whole = Timestamp::from_second(1_795_392_250).expect("a time");
+        assert_eq!(format_micro_time(whole), "2026-11-23T00:04:10.000000Z");
+    }
 
     #[test]
     fn offset_clock_is_ahead() {

@@ -20,7 +20,9 @@ use tokio::task::JoinHandle;
 use crate::admission::AutomountMode;
 use crate::api::{self, AppState, ServerConfig, TokenServices};
 use crate::clock::{SharedClock, SystemClock};
-use crate::controllers::{self, AlwaysLeader, ControllerConfig};
+use crate::controllers::{
+    self, AlwaysLeader, ControllerConfig, LeaderGate, LeaseConfig, LeaseLeader,
+};
 use crate::pki::datadir::DataDirLock;
 use crate::pki::{self, Pki, PkiConfig};
 use crate::rbac::{self, Authorizer};
@@ -39,6 +41,9 @@ use crate::tokens::oidc;
 use crate::tokens::static_tokens::StaticTokens;
 use crate::tokens::{AuthenticatorChain, UserInfo};
 use crate::wellknown;
+
+/// This replica's identity in the leader election, kept across restarts.
+const REPLICA_ID_FILE: &str = "replica-id";
 
 /// The store's file in the data directory (also what `tokenwarden backup` copies).
 pub(crate) const DATABASE_FILE: &str = "tokenwarden.db";
@@ -91,6 +96,9 @@ pub(crate) struct Config {
     pub(crate) anonymous_issuer_discovery: bool,
     /// `--authorization-mode`.
     pub(crate) authorization_mode: rbac::Mode,
+    /// `--leader-elect` and its settings (the identity is made at start); `None`: this
+    /// replica runs the controllers alone.
+    pub(crate) leader_election: Option<LeaseConfig>,
     pub(crate) audit_log_path: Option<PathBuf>,
     /// What pods mount, from `--emulated-version` (a Secret volume below 1.21).
     pub(crate) automount: AutomountMode,
@@ -181,7 +189,7 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
         clock,
         legacy_uses,
         &shutdown_rx,
-    );
+    )?;
     let state = AppState::new(
         registry,
         authn,
@@ -463,8 +471,24 @@ fn spawn_controllers(
     clock: SharedClock,
     legacy_uses: mpsc::Receiver<LegacyTokenUse>,
     shutdown: &watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(controllers::run(
+) -> anyhow::Result<JoinHandle<()>> {
+    // The election runs beside the controllers and ends with them, releasing the Lease.
+    let mut election_task = None;
+    let leader: Arc<dyn LeaderGate> = match &config.leader_election {
+        Some(lease) => {
+            let lease = LeaseConfig {
+                identity: leader_identity(&config.pki.data_dir)?,
+                ..lease.clone()
+            };
+            tracing::info!(identity = %lease.identity, lease = %format!("{}/{}", lease.namespace, lease.name), "leader election");
+            let (gate, election) =
+                LeaseLeader::start(registry.clone(), clock.clone(), lease, shutdown.clone());
+            election_task = Some(tokio::spawn(election));
+            gate
+        }
+        None => Arc::new(AlwaysLeader),
+    };
+    let controllers = controllers::run(
         registry.clone(),
         clock,
         ControllerConfig {
@@ -474,9 +498,38 @@ fn spawn_controllers(
             ..ControllerConfig::new(pki.ca_pem().to_string(), keys)
         },
         legacy_uses,
-        Arc::new(AlwaysLeader),
+        leader,
         shutdown.clone(),
-    ))
+    );
+    Ok(tokio::spawn(async move {
+        controllers.await;
+        if let Some(election) = election_task {
+            let _ = election.await;
+        }
+    }))
+}
+
+/// This replica's identity in the leader election: `<hostname>_<uuid>`, as
+/// kube-controller-manager makes it, with the uuid kept in the data directory
+/// ([`REPLICA_ID_FILE`]). A restart after `kill -9` then renews its own Lease at once instead
+/// of waiting out the lease duration: the data-dir lock proves the old process is gone.
+fn leader_identity(data_dir: &Path) -> anyhow::Result<String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tokenwarden".to_string());
+    let path = data_dir.join(REPLICA_ID_FILE);
+    let id = match std::fs::read_to_string(&path) {
+        Ok(id) if uuid::Uuid::parse_str(id.trim()).is_ok() => id.trim().to_string(),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            std::fs::write(&path, format!("{id}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            id
+        }
+    };
+    Ok(format!("{host}_{id}"))
 }
 
 /// The listener's configuration: TLS from the certificates, and the connection and

@@ -1317,3 +1317,88 @@ fn controllers_catch_up_on_objects_written_just_before_a_crash() {
     let out = s.kubectl_with_token(&token, &["auth", "whoami"]);
     assert_stdout(&s, &out, &whoami_table("late", "robot", &robot));
 }
+
+/// Issue 12: the controllers run under kube-controller-manager's leader election, visible as
+/// the `kube-system/kube-controller-manager` Lease. A clean stop releases it and the next
+/// start takes it again (one more transition); a restart after `kill -9` renews it at once
+/// (the identity is kept in the data dir, and the data-dir lock proves the old process gone),
+/// so the controllers do not wait out the lease duration. `--leader-elect=false` makes none.
+#[test]
+fn controllers_hold_the_kube_controller_manager_lease() {
+    let mut s = Server::start();
+    let spec = |s: &Server| -> Result<Value, String> {
+        let lease = get(s, "kube-system", "lease/kube-controller-manager")?;
+        let spec = lease["spec"].clone();
+        if str_at(&spec, "/holderIdentity").is_empty() {
+            return Err(format!("no holder yet: {spec}"));
+        }
+        Ok(spec)
+    };
+    let first = poll(&s, "the lease held", || spec(&s));
+    let holder = str_at(&first, "/holderIdentity").to_string();
+    ensure(
+        &s,
+        first["leaseDurationSeconds"] == 15,
+        "kube-controller-manager's duration",
+        &first,
+    );
+    ensure(
+        &s,
+        holder.contains('_'),
+        "a <hostname>_<uuid> identity",
+        &holder,
+    );
+    let renewed = poll(&s, "a renewal", || {
+        let now = spec(&s)?;
+        (now["renewTime"] != first["renewTime"])
+            .then_some(now)
+            .ok_or("not renewed yet".to_string())
+    });
+    ensure(
+        &s,
+        renewed["acquireTime"] == first["acquireTime"],
+        "renewals keep acquireTime",
+        &renewed,
+    );
+    // Clean stop: released, then taken again by the same identity as a new transition.
+    s.restart();
+    let after = poll(&s, "the lease taken again", || {
+        let now = spec(&s)?;
+        (now["leaseTransitions"] != first["leaseTransitions"])
+            .then_some(now)
+            .ok_or("same term".to_string())
+    });
+    ensure(
+        &s,
+        str_at(&after, "/holderIdentity") == holder,
+        "the same replica identity",
+        &after,
+    );
+    // kill -9: the next start renews its own lease, and the controllers work at once.
+    s.kill9();
+    s.start_again();
+    s.kubectl_ok(&["create", "namespace", "after-crash"]);
+    poll(
+        &s,
+        "the default ServiceAccount made by the controllers",
+        || get(&s, "after-crash", "serviceaccount/default"),
+    );
+    // Without leader election there is no Lease.
+    let s = Server::start_with(&["--leader-elect=false"]);
+    poll(&s, "the default ServiceAccount", || {
+        get(&s, "default", "serviceaccount/default")
+    });
+    let none = s.kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-system",
+        "kube-controller-manager",
+    ]);
+    ensure(
+        &s,
+        !none.success() && none.stderr.contains("NotFound"),
+        "no lease",
+        &none,
+    );
+}

@@ -13,6 +13,7 @@ use jiff::SignedDuration;
 
 use super::{parse_duration, parse_signed_duration};
 use crate::admission::AutomountMode;
+use crate::controllers::LeaseConfig;
 use crate::pki::PkiConfig;
 use crate::rbac;
 use crate::server::{self, Testing};
@@ -104,6 +105,25 @@ pub(super) struct ServeArgs {
     /// instead of a projected token. For rehearsing the migration the seeds describe.
     #[arg(long, value_parser = parse_emulated_version, default_value = "1.32")]
     emulated_version: u32,
+    /// Run the controllers only while this replica holds the Lease named below
+    /// (kube-controller-manager's leader election), so that replicas sharing a store never do
+    /// the same work twice.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// How long a Lease stays held without renewal before another replica may take it.
+    #[arg(long, default_value = "15s", value_parser = parse_signed_duration)]
+    leader_elect_lease_duration: SignedDuration,
+    /// How long the leader keeps leading while it fails to renew.
+    #[arg(long, default_value = "10s", value_parser = parse_signed_duration)]
+    leader_elect_renew_deadline: SignedDuration,
+    /// How often candidates try to take the Lease and the leader renews it.
+    #[arg(long, default_value = "2s", value_parser = parse_signed_duration)]
+    leader_elect_retry_period: SignedDuration,
+    /// The Lease of the election.
+    #[arg(long, default_value = "kube-controller-manager")]
+    leader_elect_resource_name: String,
+    #[arg(long, default_value = "kube-system")]
+    leader_elect_resource_namespace: String,
     /// How long an auto-generated legacy token Secret may go unused before it is marked
     /// invalid, and how long after that it is deleted (kube-controller-manager's flag).
     #[arg(long, default_value = "8760h", value_parser = parse_duration)]
@@ -134,10 +154,51 @@ pub(super) struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// `--leader-elect*` checked as client-go's `NewLeaderElector` checks them.
+    fn leader_election(&self) -> anyhow::Result<Option<LeaseConfig>> {
+        if !self.leader_elect {
+            return Ok(None);
+        }
+        let positive = |d: SignedDuration, flag: &str| {
+            Duration::try_from(d)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| anyhow::anyhow!("--{flag} must be greater than zero"))
+        };
+        let lease_duration = positive(
+            self.leader_elect_lease_duration,
+            "leader-elect-lease-duration",
+        )?;
+        let renew_deadline = positive(
+            self.leader_elect_renew_deadline,
+            "leader-elect-renew-deadline",
+        )?;
+        let retry_period = positive(self.leader_elect_retry_period, "leader-elect-retry-period")?;
+        if lease_duration <= renew_deadline {
+            anyhow::bail!(
+                "--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline"
+            );
+        }
+        if renew_deadline.as_secs_f64() <= retry_period.as_secs_f64() * LEADER_JITTER {
+            anyhow::bail!(
+                "--leader-elect-renew-deadline must be greater than --leader-elect-retry-period*1.2"
+            );
+        }
+        Ok(Some(LeaseConfig {
+            namespace: self.leader_elect_resource_namespace.clone(),
+            name: self.leader_elect_resource_name.clone(),
+            identity: String::new(),
+            lease_duration,
+            renew_deadline,
+            retry_period,
+        }))
+    }
+
     /// Checks the flags and derives the server's [`server::Config`]; reads no file, writes
     /// nothing, logs nothing.
     pub(super) fn resolve(self) -> anyhow::Result<server::Config> {
         check_issuers(&self.service_account_issuer)?;
+        let leader_election = self.leader_election()?;
         let max = self.service_account_max_token_expiration;
         if max != 0 && !MAX_TOKEN_EXPIRATION_RANGE.contains(&max) {
             anyhow::bail!(
@@ -180,6 +241,7 @@ impl ServeArgs {
             jwks_uri: self.service_account_jwks_uri,
             anonymous_issuer_discovery: self.anonymous_issuer_discovery,
             authorization_mode: self.authorization_mode,
+            leader_election,
             audit_log_path: self.audit_log_path,
             automount: if self.emulated_version < PROJECTED_FROM {
                 AutomountMode::LegacySecret
@@ -204,6 +266,9 @@ impl ServeArgs {
 /// `--emulated-version`: `1.23`, `v1.23` or `kube=1.23`, as the minor version. Kubernetes
 /// itself emulates only one release back; older versions are allowed here on purpose, to
 /// rehearse the 1.21 and 1.24 changes.
+/// client-go's `JitterFactor`: the renew deadline must exceed the retry period by more.
+const LEADER_JITTER: f64 = 1.2;
+
 /// `--authorization-mode`: `RBAC`, `AlwaysAllow`, or a list of them (with `AlwaysAllow` in
 /// it, everything is allowed, as kube-apiserver's union of authorizers would).
 fn parse_authorization_mode(s: &str) -> Result<rbac::Mode, String> {
@@ -423,6 +488,36 @@ mod tests {
         assert!(resolve(&["--service-account-max-token-expiration=4294967297s"]).is_err());
         assert!(resolve(&["--service-account-max-token-expiration=4294967296s"]).is_ok());
         assert!(resolve(&["--legacy-service-account-token-clean-up-period=-1h"]).is_err());
+    }
+
+    #[test]
+    fn leader_election_flags() {
+        let l = resolved(&[]).leader_election.expect("on by default");
+        assert_eq!(
+            (l.namespace.as_str(), l.name.as_str()),
+            ("kube-system", "kube-controller-manager")
+        );
+        assert_eq!(
+            (l.lease_duration, l.renew_deadline, l.retry_period),
+            (
+                Duration::from_secs(15),
+                Duration::from_secs(10),
+                Duration::from_secs(2)
+            )
+        );
+        assert!(
+            resolved(&["--leader-elect=false"])
+                .leader_election
+                .is_none()
+        );
+        let short = err(&["--leader-elect-lease-duration=5s"]);
+        assert!(
+            short.contains("greater than --leader-elect-renew-deadline"),
+            "{short}"
+        );
+        let tight = err(&["--leader-elect-retry-period=9s"]);
+        assert!(tight.contains("retry-period*1.2"), "{tight}");
+        assert!(err(&["--leader-elect-retry-period=0"]).contains("greater than zero"));
     }
 
     #[test]

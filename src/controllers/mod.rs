@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub(crate) use runtime::driver::{AlwaysLeader, LeaderGate};
+pub(crate) use runtime::lease::{LeaseConfig, LeaseLeader};
 pub(crate) use runtime::{Action, Controller, ControllerError, Watch};
 
 use crate::clock::SharedClock;

@@ -3,13 +3,15 @@
 //! [`ControllerError`], and the parts that drive it, one file each: `queue` (the
 //! de-duplicating work queue), `watcher` (keys from the registry's shared watch of each
 //! resource, everything listed again when that watch restarts), `driver` (the worker loop,
-//! retry with backoff, the leader gate) and `backoff`.
+//! retry with backoff, the leader gate), `lease` (the Lease-based leader gate of several
+//! replicas) and `backoff`.
 //!
 //! It must not know any one controller, HTTP or the store: it reads through the registry
 //! only, and the controllers live one per file beside it.
 
 pub(crate) mod backoff;
 pub(crate) mod driver;
+pub(crate) mod lease;
 pub(crate) mod queue;
 pub(crate) mod watcher;
 
