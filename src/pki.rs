@@ -43,6 +43,11 @@ const ADMIN_TOKEN: &str = "admin.token";
 const KUBECONFIG: &str = "admin.kubeconfig";
 /// The files above that are created 0600, and tightened to it at every start.
 const PRIVATE_FILES: [&str; 5] = [CA_KEY, SERVING_KEY, SA_KEY, ADMIN_TOKEN, KUBECONFIG];
+/// What replicas of one cluster share (`--cluster-from`): the CA, so that each issues its
+/// own serving certificate clients already trust; the service-account keys, so that a token
+/// of one authenticates on every other; the admin token. Not the serving certificate (its
+/// names may differ), the kubeconfig (its URL does) or anything else.
+const SHARED_FILES: [&str; 5] = [CA_CERT, CA_KEY, SA_KEY, SA_PUB, ADMIN_TOKEN];
 
 const PRIVATE_MODE: u32 = 0o600;
 const PUBLIC_MODE: u32 = 0o644;
@@ -85,6 +90,10 @@ pub(crate) struct PkiConfig {
     pub(crate) tls_cert_file: Option<PathBuf>,
     /// `--tls-private-key-file`; required together with `tls_cert_file`.
     pub(crate) tls_private_key_file: Option<PathBuf>,
+    /// `--cluster-from`: a first replica's data dir, whose CA, service-account key pair and
+    /// admin token this data dir takes ([`SHARED_FILES`]) so that both replicas serve one
+    /// cluster.
+    pub(crate) cluster_from: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +213,9 @@ pub(crate) fn ensure(config: &PkiConfig, now: jiff::Timestamp) -> Result<Pki, Pk
         .create(dir)
         .map_err(|e| PkiError::Io("create", dir.clone(), e))?;
     datadir::tighten(dir, &PRIVATE_FILES)?;
+    if let Some(first) = &config.cluster_from {
+        take_shared_files(first, dir)?;
+    }
 
     let (ca_pem, serving_chain_pem, serving_key_pem) =
         match (&config.tls_cert_file, &config.tls_private_key_file) {
@@ -457,6 +469,38 @@ fn admin_kubeconfig(server: &str, ca_pem: &str, token: &str) -> serde_json::Valu
     })
 }
 
+/// Copies [`SHARED_FILES`] from a first replica's data dir. A file this dir already holds must
+/// be the same: a replica never silently changes the CA or keys it was started with.
+fn take_shared_files(first: &Path, dir: &Path) -> Result<(), PkiError> {
+    for name in SHARED_FILES {
+        let from = first.join(name);
+        let contents = fs::read(&from).map_err(|e| PkiError::Io("read", from.clone(), e))?;
+        let to = dir.join(name);
+        match fs::read(&to) {
+            Ok(have) if have == contents => {}
+            Ok(_) => {
+                return Err(PkiError::InvalidFile(
+                    to,
+                    format!(
+                        "differs from {}: a data dir joins a cluster only once, with --cluster-from on its first start",
+                        from.display()
+                    ),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mode = if PRIVATE_FILES.contains(&name) {
+                    PRIVATE_MODE
+                } else {
+                    PUBLIC_MODE
+                };
+                write_atomic(&to, &contents, mode)?;
+            }
+            Err(e) => return Err(PkiError::Io("read", to, e)),
+        }
+    }
+    Ok(())
+}
+
 /// Replaces `path` so that readers see the old or the new content, never a mix, and a
 /// private file is never readable by others, not even briefly.
 fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
@@ -568,6 +612,10 @@ mod tests {
     ];
     const D: i64 = 24 * 3600;
 
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
     fn config(tmp: &Path, bind: &str, extra_sans: &[&str]) -> PkiConfig {
         PkiConfig {
             data_dir: tmp.join("data"),
@@ -576,6 +624,7 @@ mod tests {
             extra_sans: extra_sans.iter().map(|s| (*s).to_owned()).collect(),
             tls_cert_file: None,
             tls_private_key_file: None,
+            cluster_from: None,
         }
     }
 
@@ -611,11 +660,42 @@ mod tests {
     }
 
     #[test]
+    fn a_second_replica_takes_the_first_ones_ca_keys_and_token() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = config(tmp.path(), "127.0.0.1", &[]);
+        let a = start(&first);
+        let mut second = config(&tmp.path().join("b"), "127.0.0.1", &["replica-b"]);
+        second.port = 6444;
+        second.cluster_from = Some(first.data_dir.clone());
+        let b = start(&second);
+        let (fa, fb) = (files(&first), files(&second));
+        for name in SHARED_FILES {
+            assert_eq!(fa[name], fb[name], "{name} is shared");
+        }
+        assert_ne!(
+            fa[SERVING_CERT], fb[SERVING_CERT],
+            "each replica has its own"
+        );
+        assert_eq!(a.ca_pem(), b.ca_pem());
+        assert_eq!(a.admin_token(), b.admin_token());
+        assert_eq!(b.server_url(), "https://127.0.0.1:6444");
+        for name in [CA_KEY, SA_KEY, ADMIN_TOKEN] {
+            assert_eq!(mode(&second.data_dir.join(name)), 0o600, "{name}");
+        }
+        // Starting again with the flag is fine; a different CA is refused, not replaced.
+        start(&second);
+        let mut other = config(&tmp.path().join("c"), "127.0.0.1", &[]);
+        start(&other);
+        other.cluster_from = Some(first.data_dir.clone());
+        let err = ensure(&other, in_secs(0)).expect_err("a different CA");
+        assert!(err.to_string().contains("differs from"), "{err}");
+    }
+
+    #[test]
     fn first_start_creates_every_file_private_ones_0600() {
         let tmp = tempfile::tempdir().unwrap();
         let cfg = config(tmp.path(), "127.0.0.1", &[]);
         let pki = start(&cfg);
-        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&cfg.data_dir), 0o700);
         let names: Vec<String> = files(&cfg).into_keys().collect();
         let mut expected = ALL.map(String::from).to_vec();

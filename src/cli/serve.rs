@@ -50,6 +50,11 @@ pub(super) struct ServeArgs {
     /// Private key of --tls-cert-file.
     #[arg(long, requires = "tls_cert_file")]
     tls_private_key_file: Option<PathBuf>,
+    /// Join the cluster of a first replica: take its CA, service-account key pair and admin
+    /// token from its data dir (on the first start of this one), so that tokens, clients and
+    /// kubeconfigs work on both. For replicas that share a store (`--etcd-servers`).
+    #[arg(long, value_name = "DIR")]
+    cluster_from: Option<PathBuf>,
     /// Extra subject alternative names (IP or DNS) for the generated serving certificate.
     #[arg(long, value_delimiter = ',')]
     tls_san: Vec<String>,
@@ -227,6 +232,7 @@ impl ServeArgs {
                 extra_sans: self.tls_san,
                 tls_cert_file: self.tls_cert_file,
                 tls_private_key_file: self.tls_private_key_file,
+                cluster_from: self.cluster_from,
             },
             bind: SocketAddr::new(self.bind_address, port),
             advertise: SocketAddr::new(advertise, port),
