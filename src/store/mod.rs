@@ -13,6 +13,7 @@
 //!
 //! This module knows bytes and keys only: no Kubernetes types, no HTTP.
 
+pub(crate) mod etcd;
 pub(crate) mod sqlite;
 
 #[cfg(test)]
@@ -121,6 +122,10 @@ pub(crate) enum StoreError {
     WatchLagged,
     #[error("store is closed")]
     Closed,
+    /// The backend could not be reached or did not answer in time (an etcd member down,
+    /// no quorum); the same call may succeed when retried.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
     #[error("storage backend error: {0}")]
     Backend(String),
 }
