@@ -65,6 +65,8 @@ const RESERVED_FILES: u64 = 256;
 /// this server's URL) are the `None`s documented below.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    /// Where the objects live (`--etcd-*`).
+    pub(crate) store: StoreConfig,
     /// Certificates and the data directory (`--data-dir`, `--bind-address`, `--secure-port`,
     /// `--tls-*`).
     pub(crate) pki: PkiConfig,
@@ -104,6 +106,15 @@ pub(crate) struct Config {
     pub(crate) max_requests_inflight: usize,
     pub(crate) max_mutating_requests_inflight: usize,
     pub(crate) testing: Testing,
+}
+
+/// The store backend.
+#[derive(Debug, Clone)]
+pub(crate) enum StoreConfig {
+    /// The embedded store, `DATA_DIR/tokenwarden.db`.
+    Sqlite,
+    /// etcd (`--etcd-servers`); the data dir still holds certificates and keys.
+    Etcd(store::etcd::Options),
 }
 
 /// The UNSAFE `--testing-*` flags, kept apart so that [`build`] can warn about each one set.
@@ -152,9 +163,7 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
     let pki = pki::ensure(&config.pki, SystemClock::shared().now())
         .context("preparing certificates and keys")?;
     // 3. The store, and the registry over it with the system namespaces in place.
-    let store: Arc<dyn Store> =
-        store::sqlite::SqliteStore::open(&config.pki.data_dir.join(DATABASE_FILE))
-            .context("opening the store")?;
+    let store = open_store(&config).await?;
     let registry = open_registry(&config, store.clone(), clock.clone()).await?;
     // 4. The policy: the bootstrap roles repaired, then read whole before anything is served.
     let (authorizer, policy) = authorizer(&config, &registry).await?;
@@ -255,6 +264,29 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The store of [`Config::store`].
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &config.store {
+        StoreConfig::Sqlite => {
+            store::sqlite::SqliteStore::open(&config.pki.data_dir.join(DATABASE_FILE))
+                .context("opening the store")?
+        }
+        StoreConfig::Etcd(options) => {
+            let etcd = store::etcd::EtcdStore::connect(options)
+                .await
+                .with_context(|| {
+                    format!("connecting to etcd at {}", options.endpoints.join(","))
+                })?;
+            tracing::info!(
+                "storing objects in etcd at {} under {:?}",
+                options.endpoints.join(","),
+                options.prefix
+            );
+            Arc::new(etcd)
+        }
+    })
 }
 
 /// The authorizer of `--authorization-mode`, with the bootstrap policy reconciled and the
