@@ -1,7 +1,7 @@
 //! A real single-member etcd (`/usr/bin/etcd`, Debian's `etcd-server`) for tests: a free
 //! loopback port, a temp data dir (in `/dev/shm` when there is one: etcd fsyncs every write),
 //! killed and removed on drop. Used by the store's unit tests (through `#[path]`) and by the
-//! integration tests, so it is self-contained: std and `tempfile` only.
+//! integration tests, so it is self-contained: std, `tempfile` and `base64` only.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -113,6 +113,30 @@ impl Etcd {
             "etcd was not healthy within {READY_TIMEOUT:?}:\n{}",
             self.log()
         );
+    }
+
+    /// The raw `RangeResponse` (JSON, through etcd's gRPC gateway) for `key`: what etcd
+    /// itself holds, with keys and values base64-encoded as the gateway sends them.
+    pub(crate) fn range(&self, key: &str) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+        let body = format!("{{\"key\":\"{b64}\"}}");
+        let addr = self.url.trim_start_matches("http://");
+        let request = format!(
+            "POST /v3/kv/range HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut conn = TcpStream::connect(addr)
+            .unwrap_or_else(|e| panic!("cannot connect to etcd at {addr}: {e}"));
+        std::io::Write::write_all(&mut conn, request.as_bytes())
+            .unwrap_or_else(|e| panic!("cannot send to etcd: {e}"));
+        let mut response = String::new();
+        conn.read_to_string(&mut response)
+            .unwrap_or_else(|e| panic!("cannot read from etcd: {e}"));
+        match response.split_once("\r\n\r\n") {
+            Some((_, body)) => body.to_owned(),
+            None => panic!("etcd's answer has no body: {response}"),
+        }
     }
 
     fn log(&self) -> String {
