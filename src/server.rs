@@ -48,6 +48,9 @@ pub(crate) const DATABASE_FILE: &str = "tokenwarden.db";
 const RETAINED_REVISIONS: i64 = 1000;
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How often the store's `/readyz` check probes it (and how long a probe may take).
+const STORE_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How long the first read of the RBAC policy may take before the server gives up.
 const POLICY_SYNC_LIMIT: Duration = Duration::from_secs(60);
 
@@ -148,6 +151,8 @@ struct Tasks {
     invalidator: JoinHandle<()>,
     /// Keeps the authorizer's policy exact.
     policy: JoinHandle<()>,
+    /// Probes the store for `/readyz`.
+    health: JoinHandle<()>,
 }
 
 /// Does the I/O that `serve` needs before it can listen, in this order: lock the data
@@ -181,6 +186,7 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
         COMPACTION_INTERVAL,
         RETAINED_REVISIONS,
     ));
+    let (store_health, health_task) = store_health(&config, &store);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let controllers = spawn_controllers(
         &config,
@@ -198,7 +204,8 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
         shutdown_rx,
         tokens,
         authorizer,
-    );
+    )
+    .with_store_health(store_health);
     Ok(Server {
         api: api_config(&config, &pki)?,
         state,
@@ -208,6 +215,7 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
             compactor,
             invalidator,
             policy,
+            health: health_task,
         },
         audit,
         store,
@@ -256,6 +264,7 @@ impl Server {
         tasks.compactor.abort();
         tasks.invalidator.abort();
         tasks.policy.abort();
+        tasks.health.abort();
         if let Some(audit) = audit {
             close_audit_log(&audit).await;
         }
@@ -287,6 +296,24 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             Arc::new(etcd)
         }
     })
+}
+
+/// The store's `/readyz` check and the task that probes it: `etcd`, as kube-apiserver names
+/// it, on etcd; the embedded store is part of the process and has nothing to probe.
+fn store_health(config: &Config, store: &Arc<dyn Store>) -> (api::StoreHealth, JoinHandle<()>) {
+    let (report, failure) = watch::channel(None);
+    let name = match config.store {
+        StoreConfig::Sqlite => {
+            return (api::StoreHealth::always_ok("store"), tokio::spawn(async {}));
+        }
+        StoreConfig::Etcd(_) => "etcd",
+    };
+    let task = tokio::spawn(store::check_health_periodically(
+        store.clone(),
+        STORE_HEALTH_INTERVAL,
+        report,
+    ));
+    (api::StoreHealth { name, failure }, task)
 }
 
 /// The authorizer of `--authorization-mode`, with the bootstrap policy reconciled and the

@@ -645,6 +645,7 @@ impl Watcher {
 
 #[cfg(test)]
 #[path = "../../tests/support/etcd.rs"]
+#[allow(dead_code)]
 mod test_etcd;
 
 #[cfg(test)]

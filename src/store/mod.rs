@@ -213,3 +213,31 @@ pub(crate) async fn compact_periodically(
         }
     }
 }
+
+/// Probes `store` every `interval` (a read of its revision, given `interval` to answer) and
+/// publishes the failure, if any, for the `/readyz` check; a change is logged once. Ends
+/// when the store is closed or nobody listens.
+pub(crate) async fn check_health_periodically(
+    store: std::sync::Arc<dyn Store>,
+    interval: std::time::Duration,
+    report: tokio::sync::watch::Sender<Option<String>>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let failure = match tokio::time::timeout(interval, store.current_revision()).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(StoreError::Closed)) => return,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {interval:?}")),
+        };
+        match (&failure, report.borrow().as_ref()) {
+            (Some(now), None) => tracing::warn!("the store is not ready: {now}"),
+            (None, Some(_)) => tracing::info!("the store is ready again"),
+            _ => {}
+        }
+        if report.send(failure).is_err() {
+            return;
+        }
+    }
+}
