@@ -41,7 +41,10 @@ use etcd_client::{
 };
 use tokio::sync::watch;
 
-use super::{KeyValue, ListResult, Revision, Store, StoreError, WatchEvent, WatchStream};
+use super::{
+    KeyValue, ListResult, Revision, Store, StoreError, WatchEvent, WatchSource, WatchStream,
+    watch_stream,
+};
 
 /// How long connecting to an etcd member may take before that member counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -493,10 +496,7 @@ impl Store for EtcdStore {
             Some(resp) => return Err(watcher.cancelled(&resp)),
             None => return Err(StoreError::Unavailable("etcd ended the watch".into())),
         }
-        Ok(Box::pin(futures::stream::unfold(
-            watcher,
-            |mut w| async move { w.next().await.map(|item| (item, w)) },
-        )))
+        Ok(watch_stream(watcher))
     }
 
     /// etcd's own compaction (of every key, not just this store's prefix: etcd has one
@@ -566,7 +566,8 @@ struct Watcher {
     done: bool,
 }
 
-impl Watcher {
+#[async_trait::async_trait]
+impl WatchSource for Watcher {
     async fn next(&mut self) -> Option<Result<WatchEvent, StoreError>> {
         loop {
             if let Some(event) = self.pending.pop_front() {
@@ -592,7 +593,9 @@ impl Watcher {
             }
         }
     }
+}
 
+impl Watcher {
     /// Queues the events of one response.
     fn take(&mut self, resp: etcd_client::WatchResponse) -> Result<(), StoreError> {
         for event in resp.events() {

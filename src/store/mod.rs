@@ -92,6 +92,20 @@ impl WatchEvent {
 /// watcher falls too far behind (then the last item is an error and the client re-lists).
 pub(crate) type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, StoreError>> + Send>>;
 
+/// The state behind a backend's [`WatchStream`].
+#[async_trait::async_trait]
+pub(crate) trait WatchSource: Send + 'static {
+    /// The next change, or `None` once the stream has ended.
+    async fn next(&mut self) -> Option<Result<WatchEvent, StoreError>>;
+}
+
+/// The stream of `source`'s changes.
+pub(crate) fn watch_stream(source: impl WatchSource) -> WatchStream {
+    Box::pin(futures::stream::unfold(source, |mut s| async move {
+        s.next().await.map(|item| (item, s))
+    }))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
     #[error("key {0:?} already exists")]
