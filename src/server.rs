@@ -53,6 +53,9 @@ pub(crate) const DATABASE_FILE: &str = "tokenwarden.db";
 const RETAINED_REVISIONS: i64 = 1000;
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How often the store's `/readyz` check probes it (and how long a probe may take).
+const STORE_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How long the first read of the RBAC policy may take before the server gives up.
 const POLICY_SYNC_LIMIT: Duration = Duration::from_secs(60);
 
@@ -70,6 +73,8 @@ const RESERVED_FILES: u64 = 256;
 /// this server's URL) are the `None`s documented below.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    /// Where the objects live (`--etcd-*`).
+    pub(crate) store: StoreConfig,
     /// Certificates and the data directory (`--data-dir`, `--bind-address`, `--secure-port`,
     /// `--tls-*`).
     pub(crate) pki: PkiConfig,
@@ -114,6 +119,15 @@ pub(crate) struct Config {
     pub(crate) testing: Testing,
 }
 
+/// The store backend.
+#[derive(Debug, Clone)]
+pub(crate) enum StoreConfig {
+    /// The embedded store, `DATA_DIR/tokenwarden.db`.
+    Sqlite,
+    /// etcd (`--etcd-servers`); the data dir still holds certificates and keys.
+    Etcd(store::etcd::Options),
+}
+
 /// The UNSAFE `--testing-*` flags, kept apart so that [`build`] can warn about each one set.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Testing {
@@ -145,6 +159,8 @@ struct Tasks {
     invalidator: JoinHandle<()>,
     /// Keeps the authorizer's policy exact.
     policy: JoinHandle<()>,
+    /// Probes the store for `/readyz`.
+    health: JoinHandle<()>,
 }
 
 /// Does the I/O that `serve` needs before it can listen, in this order: lock the data
@@ -160,9 +176,7 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
     let pki = pki::ensure(&config.pki, SystemClock::shared().now())
         .context("preparing certificates and keys")?;
     // 3. The store, and the registry over it with the system namespaces in place.
-    let store: Arc<dyn Store> =
-        store::sqlite::SqliteStore::open(&config.pki.data_dir.join(DATABASE_FILE))
-            .context("opening the store")?;
+    let store = open_store(&config).await?;
     let registry = open_registry(&config, store.clone(), clock.clone()).await?;
     // 4. The policy: the bootstrap roles repaired, then read whole before anything is served.
     let (authorizer, policy) = authorizer(&config, &registry).await?;
@@ -180,6 +194,7 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
         COMPACTION_INTERVAL,
         RETAINED_REVISIONS,
     ));
+    let (store_health, health_task) = store_health(&config, &store);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let controllers = spawn_controllers(
         &config,
@@ -197,7 +212,8 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
         shutdown_rx,
         tokens,
         authorizer,
-    );
+    )
+    .with_store_health(store_health);
     Ok(Server {
         api: api_config(&config, &pki)?,
         state,
@@ -207,6 +223,7 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
             compactor,
             invalidator,
             policy,
+            health: health_task,
         },
         audit,
         store,
@@ -255,6 +272,7 @@ impl Server {
         tasks.compactor.abort();
         tasks.invalidator.abort();
         tasks.policy.abort();
+        tasks.health.abort();
         if let Some(audit) = audit {
             close_audit_log(&audit).await;
         }
@@ -263,6 +281,47 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The store of [`Config::store`].
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &config.store {
+        StoreConfig::Sqlite => {
+            store::sqlite::SqliteStore::open(&config.pki.data_dir.join(DATABASE_FILE))
+                .context("opening the store")?
+        }
+        StoreConfig::Etcd(options) => {
+            let etcd = store::etcd::EtcdStore::connect(options)
+                .await
+                .with_context(|| {
+                    format!("connecting to etcd at {}", options.endpoints.join(","))
+                })?;
+            tracing::info!(
+                "storing objects in etcd at {} under {:?}",
+                options.endpoints.join(","),
+                options.prefix
+            );
+            Arc::new(etcd)
+        }
+    })
+}
+
+/// The store's `/readyz` check and the task that probes it: `etcd`, as kube-apiserver names
+/// it, on etcd; the embedded store is part of the process and has nothing to probe.
+fn store_health(config: &Config, store: &Arc<dyn Store>) -> (api::StoreHealth, JoinHandle<()>) {
+    let (report, failure) = watch::channel(None);
+    let name = match config.store {
+        StoreConfig::Sqlite => {
+            return (api::StoreHealth::always_ok("store"), tokio::spawn(async {}));
+        }
+        StoreConfig::Etcd(_) => "etcd",
+    };
+    let task = tokio::spawn(store::check_health_periodically(
+        store.clone(),
+        STORE_HEALTH_INTERVAL,
+        report,
+    ));
+    (api::StoreHealth { name, failure }, task)
 }
 
 /// The authorizer of `--authorization-mode`, with the bootstrap policy reconciled and the

@@ -63,6 +63,10 @@ pub(crate) const LABEL_LEGACY_TOKEN_INVALID_SINCE: &str =
 /// The default service-account issuer and API audience (the reference cluster's).
 pub(crate) const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc";
 
+/// kube-apiserver's default `--etcd-prefix`: every object's key starts with it
+/// (`/registry/serviceaccounts/<namespace>/<name>`).
+pub(crate) const DEFAULT_ETCD_PREFIX: &str = "/registry";
+
 /// The UID annotation of a legacy token Secret (facts §5.1); empty or absent matches any UID.
 pub(crate) const ANNOTATION_SA_UID: &str = "kubernetes.io/service-account.uid";
 

@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 pub(crate) use listener::raise_open_file_limit;
 pub(crate) use response::{AuditAnnotations, add_warning, json, json_typed};
-pub(crate) use state::{AppState, ServerConfig, TokenServices};
+pub(crate) use state::{AppState, ServerConfig, StoreHealth, TokenServices};
 pub(crate) use status::Status;
 
 /// The longest request URI (path and query) answered; longer ones get a 414 `Status`.

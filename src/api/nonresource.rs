@@ -10,6 +10,32 @@ use super::state::AppState;
 use super::{Status, discovery};
 use crate::wellknown;
 
+/// `/healthz`, `/livez` and `/readyz` as kube-apiserver's `healthz` handler answers them:
+/// `ok`, or the list of checks; a failing check makes a 500 with the list and the reason
+/// withheld (it is logged when the check starts failing). The store is not part of `/livez`:
+/// restarting the server would not bring etcd back.
+fn health(app: &AppState, check: &str, verbose: bool) -> Response {
+    let mut lines = String::from("[+]ping ok\n[+]log ok\n");
+    let store = &app.store_health;
+    let failed = check != "livez" && store.failure.borrow().is_some();
+    if check != "livez" {
+        match failed {
+            true => lines.push_str(&format!("[-]{} failed: reason withheld\n", store.name)),
+            false => lines.push_str(&format!("[+]{} ok\n", store.name)),
+        }
+    }
+    if failed {
+        text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{lines}{check} check failed\n"),
+        )
+    } else if verbose {
+        text(StatusCode::OK, format!("{lines}{check} check passed\n"))
+    } else {
+        text(StatusCode::OK, "ok".to_string())
+    }
+}
+
 pub(super) fn non_resource(
     app: &AppState,
     method: &Method,
@@ -22,17 +48,7 @@ pub(super) fn non_resource(
     }
     let trimmed = path.trim_end_matches('/');
     match trimmed {
-        "/healthz" | "/livez" | "/readyz" => {
-            if query.contains("verbose") {
-                let check = &trimmed[1..];
-                text(
-                    StatusCode::OK,
-                    format!("[+]ping ok\n[+]log ok\n[+]store ok\n{check} check passed\n"),
-                )
-            } else {
-                text(StatusCode::OK, "ok".to_string())
-            }
-        }
+        "/healthz" | "/livez" | "/readyz" => health(app, &trimmed[1..], query.contains("verbose")),
         "/version" => json(StatusCode::OK, &discovery::version()),
         "/metrics" => {
             let (body, content_type) = app.tokens.metrics.render();

@@ -43,6 +43,26 @@ pub(crate) struct AppState {
     pub(crate) authorizer: Arc<Authorizer>,
     /// The max-in-flight pools (set from [`ServerConfig`] when serving starts).
     pub(super) inflight: inflight::InFlight,
+    /// The store's check in `/readyz` and `/healthz`.
+    pub(crate) store_health: StoreHealth,
+}
+
+/// The store's health check: its name in `/readyz?verbose` (`etcd`, as kube-apiserver names
+/// it, or `store`) and the latest probe's failure, if any (`None`: healthy).
+#[derive(Debug, Clone)]
+pub(crate) struct StoreHealth {
+    pub(crate) name: &'static str,
+    pub(crate) failure: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+impl StoreHealth {
+    /// A check that always passes (a store that is part of the process).
+    pub(crate) fn always_ok(name: &'static str) -> Self {
+        StoreHealth {
+            name,
+            failure: tokio::sync::watch::channel(None).1,
+        }
+    }
 }
 
 /// The parts of [`AppState`] that `server` wires in beyond the basics.
@@ -77,7 +97,13 @@ impl AppState {
             shutdown,
             tokens,
             inflight: inflight::InFlight::new(0, 0),
+            store_health: StoreHealth::always_ok("store"),
         }
+    }
+
+    pub(crate) fn with_store_health(mut self, health: StoreHealth) -> Self {
+        self.store_health = health;
+        self
     }
 }
 

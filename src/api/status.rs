@@ -127,6 +127,12 @@ impl IntoResponse for Status {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        // As `responsewriters.ErrorNegotiated`: clients (client-go) wait and retry on this.
+        let retry_after = self.details.as_ref().map(|d| &d["retryAfterSeconds"]);
+        if let Some(secs) = retry_after.and_then(Value::as_u64).filter(|s| *s > 0) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp
     }
 }
@@ -234,6 +240,14 @@ impl From<RegistryError> for Status {
             }
             RegistryError::Expired(m) => Status::new(StatusCode::GONE, "Expired", m),
             RegistryError::Internal(m) => Status::internal(m),
+            // kube-apiserver answers an unreachable etcd with `NewServerTimeout`
+            // (k8s.io/apiserver/pkg/storage/errors/storage.go), retry after 2 s.
+            RegistryError::Unavailable(m) => Status::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServerTimeout",
+                format!("The operation could not be completed at this time, please try again: {m}"),
+            )
+            .with_details(json!({ "retryAfterSeconds": 2 })),
         }
     }
 }

@@ -16,7 +16,9 @@ use crate::admission::AutomountMode;
 use crate::controllers::LeaseConfig;
 use crate::pki::PkiConfig;
 use crate::rbac;
-use crate::server::{self, Testing};
+use crate::registry;
+use crate::server::{self, StoreConfig, Testing};
+use crate::store::etcd::{self, TlsFiles};
 use crate::telemetry::LogFormat;
 use crate::wellknown;
 
@@ -61,6 +63,23 @@ pub(super) struct ServeArgs {
     /// Static users: CSV lines `token,user,uid,"group1,group2"` (kube-apiserver's format).
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// etcd members to keep the objects in (comma-separated client URLs, `http://` or
+    /// `https://`), instead of the embedded SQLite store in the data directory.
+    #[arg(long, value_delimiter = ',')]
+    etcd_servers: Vec<String>,
+    /// The prefix of every key in etcd, as kube-apiserver's: objects live under
+    /// PREFIX/<resource>/<namespace>/<name>.
+    #[arg(long, default_value = wellknown::DEFAULT_ETCD_PREFIX)]
+    etcd_prefix: String,
+    /// CA certificate (PEM) that verifies the etcd members (default: the system roots).
+    #[arg(long)]
+    etcd_cafile: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd, with --etcd-keyfile.
+    #[arg(long, requires = "etcd_keyfile")]
+    etcd_certfile: Option<PathBuf>,
+    /// Private key (PEM) of --etcd-certfile.
+    #[arg(long, requires = "etcd_certfile")]
+    etcd_keyfile: Option<PathBuf>,
     /// Log line format.
     #[arg(long, value_enum, default_value = "text")]
     pub(super) log_format: LogFormat,
@@ -215,6 +234,15 @@ impl ServeArgs {
         } else {
             self.api_audiences
         };
+        let store = store_config(
+            self.etcd_servers,
+            &self.etcd_prefix,
+            TlsFiles {
+                ca_file: self.etcd_cafile,
+                cert_file: self.etcd_certfile,
+                key_file: self.etcd_keyfile,
+            },
+        )?;
         let port = self.secure_port;
         let advertise = advertise_address(self.advertise_address, self.bind_address);
         let testing = Testing {
@@ -234,6 +262,7 @@ impl ServeArgs {
                 tls_private_key_file: self.tls_private_key_file,
                 cluster_from: self.cluster_from,
             },
+            store,
             bind: SocketAddr::new(self.bind_address, port),
             advertise: SocketAddr::new(advertise, port),
             token_auth_file: self.token_auth_file,
@@ -267,6 +296,35 @@ impl ServeArgs {
             testing,
         })
     }
+}
+
+/// The store of `--etcd-*`: SQLite when `--etcd-servers` is absent, else etcd with the
+/// registry's keys under `--etcd-prefix` (`path.Join`ed as kube-apiserver does: a trailing
+/// `/` is dropped).
+fn store_config(servers: Vec<String>, prefix: &str, tls: TlsFiles) -> anyhow::Result<StoreConfig> {
+    let any_tls = tls.ca_file.is_some() || tls.cert_file.is_some();
+    if servers.is_empty() {
+        if any_tls {
+            anyhow::bail!("--etcd-cafile, --etcd-certfile and --etcd-keyfile need --etcd-servers");
+        }
+        return Ok(StoreConfig::Sqlite);
+    }
+    for url in &servers {
+        let secure = url.starts_with("https://");
+        if !secure && !url.starts_with("http://") {
+            anyhow::bail!("--etcd-servers: {url:?} is not an http:// or https:// URL");
+        }
+        if any_tls && !secure {
+            anyhow::bail!("--etcd-servers: {url:?} is not https://, but TLS files are given");
+        }
+    }
+    let secure = servers.iter().all(|url| url.starts_with("https://"));
+    Ok(StoreConfig::Etcd(etcd::Options {
+        endpoints: servers,
+        key_root: registry::KEY_ROOT.to_owned(),
+        prefix: prefix.trim_end_matches('/').to_owned(),
+        tls: (any_tls || secure).then_some(tls),
+    }))
 }
 
 /// `--emulated-version`: `1.23`, `v1.23` or `kube=1.23`, as the minor version. Kubernetes
@@ -418,6 +476,48 @@ mod tests {
             (10_000, 400, 200)
         );
         assert_eq!(c.testing, Testing::default());
+        assert!(matches!(c.store, StoreConfig::Sqlite));
+    }
+
+    #[test]
+    fn etcd_flags_choose_the_etcd_store() {
+        let etcd = |flags: &[&str]| match resolved(flags).store {
+            StoreConfig::Etcd(options) => options,
+            StoreConfig::Sqlite => panic!("{flags:?} chose SQLite"),
+        };
+        let o = etcd(&["--etcd-servers=http://127.0.0.1:2379,http://127.0.0.1:22379"]);
+        assert_eq!(
+            o.endpoints,
+            ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]
+        );
+        assert_eq!(
+            (o.key_root.as_str(), o.prefix.as_str()),
+            ("/registry", "/registry")
+        );
+        assert!(o.tls.is_none());
+        let o = etcd(&["--etcd-servers=http://e:2379", "--etcd-prefix=/tw/"]);
+        assert_eq!(o.prefix, "/tw");
+        let o = etcd(&[
+            "--etcd-servers=https://e:2379",
+            "--etcd-cafile=/ca.pem",
+            "--etcd-certfile=/c.pem",
+            "--etcd-keyfile=/k.pem",
+        ]);
+        let tls = o.tls.unwrap();
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(tls.cert_file, Some(PathBuf::from("/c.pem")));
+        assert_eq!(tls.key_file, Some(PathBuf::from("/k.pem")));
+        assert!(
+            etcd(&["--etcd-servers=https://e:2379"]).tls.is_some(),
+            "system roots"
+        );
+        assert!(err(&["--etcd-servers=e:2379"]).contains("not an http:// or https:// URL"));
+        assert!(err(&["--etcd-cafile=/ca.pem"]).contains("need --etcd-servers"));
+        assert!(
+            err(&["--etcd-servers=http://e:2379", "--etcd-cafile=/ca.pem"])
+                .contains("not https://")
+        );
+        assert!(resolve(&["--etcd-servers=https://e", "--etcd-certfile=/c.pem"]).is_err());
     }
 
     #[test]

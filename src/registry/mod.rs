@@ -69,6 +69,9 @@ pub(crate) enum RegistryError {
     Expired(String),
     #[error("storage error: {0}")]
     Internal(String),
+    /// The store could not be reached (etcd down or without quorum); worth retrying.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<StoreError> for RegistryError {
@@ -80,6 +83,7 @@ impl From<StoreError> for RegistryError {
             } => RegistryError::Expired(format!(
                 "too old resource version: {requested} ({compacted})"
             )),
+            StoreError::Unavailable(m) => RegistryError::Unavailable(m),
             other => RegistryError::Internal(other.to_string()),
         }
     }
@@ -189,17 +193,18 @@ pub(crate) fn random_suffix(len: usize) -> String {
         .collect()
 }
 
+/// The start of every key (kube-apiserver's default `--etcd-prefix`); a store may keep the
+/// keys under another prefix (the etcd store does, for `--etcd-prefix`).
+pub(crate) const KEY_ROOT: &str = wellknown::DEFAULT_ETCD_PREFIX;
+
 fn key(res: &Resource, ns: Option<&str>, name: &str) -> String {
-    match ns {
-        Some(ns) if res.namespaced => format!("/registry/{}/{}/{}", res.plural, ns, name),
-        _ => format!("/registry/{}/{}", res.plural, name),
-    }
+    format!("{}{name}", prefix(res, ns))
 }
 
 fn prefix(res: &Resource, ns: Option<&str>) -> String {
     match ns {
-        Some(ns) if res.namespaced => format!("/registry/{}/{}/", res.plural, ns),
-        _ => format!("/registry/{}/", res.plural),
+        Some(ns) if res.namespaced => format!("{KEY_ROOT}/{}/{ns}/", res.plural),
+        _ => format!("{KEY_ROOT}/{}/", res.plural),
     }
 }
 

@@ -13,6 +13,7 @@
 //!
 //! This module knows bytes and keys only: no Kubernetes types, no HTTP.
 
+pub(crate) mod etcd;
 pub(crate) mod sqlite;
 
 #[cfg(test)]
@@ -91,6 +92,20 @@ impl WatchEvent {
 /// watcher falls too far behind (then the last item is an error and the client re-lists).
 pub(crate) type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, StoreError>> + Send>>;
 
+/// The state behind a backend's [`WatchStream`].
+#[async_trait::async_trait]
+pub(crate) trait WatchSource: Send + 'static {
+    /// The next change, or `None` once the stream has ended.
+    async fn next(&mut self) -> Option<Result<WatchEvent, StoreError>>;
+}
+
+/// The stream of `source`'s changes.
+pub(crate) fn watch_stream(source: impl WatchSource) -> WatchStream {
+    Box::pin(futures::stream::unfold(source, |mut s| async move {
+        s.next().await.map(|item| (item, s))
+    }))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
     #[error("key {0:?} already exists")]
@@ -121,6 +136,10 @@ pub(crate) enum StoreError {
     WatchLagged,
     #[error("store is closed")]
     Closed,
+    /// The backend could not be reached or did not answer in time (an etcd member down,
+    /// no quorum); the same call may succeed when retried.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
     #[error("storage backend error: {0}")]
     Backend(String),
 }
@@ -205,6 +224,34 @@ pub(crate) async fn compact_periodically(
             if let Err(e) = store.compact(target).await {
                 tracing::warn!("compaction to revision {target} failed: {e}");
             }
+        }
+    }
+}
+
+/// Probes `store` every `interval` (a read of its revision, given `interval` to answer) and
+/// publishes the failure, if any, for the `/readyz` check; a change is logged once. Ends
+/// when the store is closed or nobody listens.
+pub(crate) async fn check_health_periodically(
+    store: std::sync::Arc<dyn Store>,
+    interval: std::time::Duration,
+    report: tokio::sync::watch::Sender<Option<String>>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let failure = match tokio::time::timeout(interval, store.current_revision()).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(StoreError::Closed)) => return,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {interval:?}")),
+        };
+        match (&failure, report.borrow().as_ref()) {
+            (Some(now), None) => tracing::warn!("the store is not ready: {now}"),
+            (None, Some(_)) => tracing::info!("the store is ready again"),
+            _ => {}
+        }
+        if report.send(failure).is_err() {
+            return;
         }
     }
 }

@@ -31,7 +31,10 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior, params};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::{KeyValue, ListResult, Revision, Store, StoreError, WatchEvent, WatchStream};
+use super::{
+    KeyValue, ListResult, Revision, Store, StoreError, WatchEvent, WatchSource, WatchStream,
+    watch_stream,
+};
 
 /// How long a connection waits for a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -472,7 +475,8 @@ struct Watcher {
     done: bool,
 }
 
-impl Watcher {
+#[async_trait::async_trait]
+impl WatchSource for Watcher {
     async fn next(&mut self) -> Option<Result<WatchEvent, StoreError>> {
         loop {
             if let Some(event) = self.pending.pop_front() {
@@ -632,10 +636,7 @@ impl Store for SqliteStore {
             pending: VecDeque::new(),
             done: false,
         };
-        Ok(Box::pin(futures::stream::unfold(
-            watcher,
-            |mut w| async move { w.next().await.map(|item| (item, w)) },
-        )))
+        Ok(watch_stream(watcher))
     }
 
     /// Like etcd, a revision below the compacted one is `Compacted` and a future one

@@ -5,6 +5,8 @@
 // Each tests/*.rs compiles this module on its own and uses a different subset of it.
 #![allow(dead_code)]
 
+pub(crate) mod etcd;
+
 use std::fmt::{self, Display};
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
