@@ -56,6 +56,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(5));
 
 /// etcd's error texts (`go.etcd.io/etcd/server/v3/mvcc/kvstore.go`, `rpctypes/error.go`).
+/// How often, and how far apart (growing), a request that could not connect is tried again.
+const CONNECT_RETRIES: u32 = 10;
+const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(50);
+
 const ERR_COMPACTED: &str = "required revision has been compacted";
 const ERR_FUTURE_REV: &str = "required revision is a future revision";
 
@@ -144,10 +148,7 @@ impl EtcdStore {
     async fn probe(&self, revision: Revision) -> Result<(), StoreError> {
         let key = self.keys.etcd_key(&self.keys.root)?;
         let options = GetOptions::new().with_count_only().with_revision(revision);
-        self.client()?
-            .get(key, Some(options))
-            .await
-            .map_err(map_error)?;
+        self.read(key, Some(options)).await?;
         Ok(())
     }
 
@@ -182,7 +183,28 @@ impl EtcdStore {
     /// Runs `txn` and returns its response; `NotFound` and `Conflict` are the caller's to
     /// tell from the `else` branch's read.
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
-        self.client()?.txn(txn).await.map_err(map_error)
+        let client = self.client()?;
+        retry_connect(|| {
+            let (mut client, txn) = (client.clone(), txn.clone());
+            async move { client.txn(txn).await }
+        })
+        .await
+        .map_err(map_error)
+    }
+
+    /// A range read (`Range`), tried again while no member can be reached.
+    async fn read(
+        &self,
+        key: Vec<u8>,
+        options: Option<GetOptions>,
+    ) -> Result<etcd_client::GetResponse, StoreError> {
+        let client = self.client()?;
+        retry_connect(|| {
+            let (mut client, key, options) = (client.clone(), key.clone(), options.clone());
+            async move { client.get(key, options).await }
+        })
+        .await
+        .map_err(map_error)
     }
 
     /// Update or delete: the write `op` when the key is live (and at `expected`, if given),
@@ -320,6 +342,40 @@ fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<Revis
 /// etcd's errors as [`StoreError`]s. Revision errors come back without their revisions,
 /// which [`EtcdStore::revision_error`] fills in. A member that is down, has no leader or
 /// timed out is [`StoreError::Unavailable`]: the same call may succeed when retried.
+/// Runs `op` again, a little later each time, while it fails to *connect* to a member: such
+/// a request never reached etcd, so repeating it is safe, and the client's balanced channel
+/// turns to a live member once the dead one's connection has failed. Any other outcome
+/// returns at once.
+async fn retry_connect<T, F, Fut>(mut op: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut tries: u32 = 0;
+    loop {
+        match op().await {
+            Err(e) if tries < CONNECT_RETRIES && is_connect_error(&e) => {
+                tries += 1;
+                tokio::time::sleep(CONNECT_RETRY_DELAY * tries).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether `e` says the connection to a member could not be made (as opposed to a request
+/// that reached etcd and failed, which must not be repeated blindly).
+fn is_connect_error(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable
+                && (status.message().contains("connect") || status.message().contains("refused"))
+        }
+        _ => false,
+    }
+}
+
 fn map_error(e: etcd_client::Error) -> StoreError {
     use etcd_client::Error;
     use tonic::Code;
@@ -360,19 +416,13 @@ impl Store for EtcdStore {
     async fn current_revision(&self) -> Result<Revision, StoreError> {
         let key = self.keys.etcd_key(&self.keys.root)?;
         let resp = self
-            .client()?
-            .get(key, Some(GetOptions::new().with_count_only()))
-            .await
-            .map_err(map_error)?;
+            .read(key, Some(GetOptions::new().with_count_only()))
+            .await?;
         header_revision(resp.header())
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let resp = self
-            .client()?
-            .get(self.keys.etcd_key(key)?, None)
-            .await
-            .map_err(map_error)?;
+        let resp = self.read(self.keys.etcd_key(key)?, None).await?;
         resp.kvs().first().map(|kv| self.keys.kv(kv)).transpose()
     }
 
@@ -395,9 +445,9 @@ impl Store for EtcdStore {
         if let Some(at) = at {
             options = options.with_revision(at);
         }
-        let resp = match self.client()?.get(from, Some(options)).await {
+        let resp = match self.read(from, Some(options)).await {
             Ok(resp) => resp,
-            Err(e) => return Err(self.revision_error(map_error(e), at.unwrap_or(0)).await),
+            Err(e) => return Err(self.revision_error(e, at.unwrap_or(0)).await),
         };
         let items = resp
             .kvs()

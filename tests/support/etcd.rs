@@ -15,14 +15,25 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// One etcd process. Dropping it kills the process and removes its data.
 pub(crate) struct Etcd {
     child: Option<Child>,
+    name: String,
     url: String,
     peer_url: String,
+    /// `--initial-cluster`: every member's `name=peer-url`.
+    initial_cluster: String,
     dir: tempfile::TempDir,
 }
 
 impl Etcd {
-    /// Starts etcd and waits until it serves its client port.
+    /// Starts a single-member etcd and waits until it serves its client port.
     pub(crate) fn start() -> Etcd {
+        let mut etcd = Etcd::member("test");
+        etcd.initial_cluster = format!("test={}", etcd.peer_url);
+        etcd.spawn();
+        etcd
+    }
+
+    /// A member not started yet, on its own ports and data dir.
+    fn member(name: &str) -> Etcd {
         assert!(
             Path::new(ETCD).exists(),
             "{ETCD} is missing: install Debian's etcd-server package (.ci/run does)"
@@ -35,14 +46,14 @@ impl Etcd {
             false => builder.tempdir(),
         }
         .unwrap_or_else(|e| panic!("cannot make a dir for etcd: {e}"));
-        let mut etcd = Etcd {
+        Etcd {
             child: None,
+            name: name.to_owned(),
             url: format!("http://127.0.0.1:{}", free_port()),
             peer_url: format!("http://127.0.0.1:{}", free_port()),
+            initial_cluster: String::new(),
             dir,
-        };
-        etcd.spawn();
-        etcd
+        }
     }
 
     /// The client URL, for `--etcd-servers`.
@@ -65,6 +76,13 @@ impl Etcd {
     }
 
     fn spawn(&mut self) {
+        self.launch();
+        self.wait_ready();
+    }
+
+    /// Starts the process without waiting: a cluster's members are healthy only once a
+    /// quorum of them runs.
+    fn launch(&mut self) {
         let data = self.dir.path().join("data");
         let log = self.dir.path().join("etcd.log");
         let log_file = std::fs::OpenOptions::new()
@@ -76,13 +94,13 @@ impl Etcd {
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
         let child = Command::new(ETCD)
-            .arg("--name=test")
+            .arg(format!("--name={}", self.name))
             .arg(format!("--data-dir={}", data.display()))
             .arg(format!("--listen-client-urls={}", self.url))
             .arg(format!("--advertise-client-urls={}", self.url))
             .arg(format!("--listen-peer-urls={}", self.peer_url))
             .arg(format!("--initial-advertise-peer-urls={}", self.peer_url))
-            .arg(format!("--initial-cluster=test={}", self.peer_url))
+            .arg(format!("--initial-cluster={}", self.initial_cluster))
             .arg("--logger=zap")
             .arg("--log-level=warn")
             .stdin(Stdio::null())
@@ -91,7 +109,6 @@ impl Etcd {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {ETCD}: {e}"));
         self.child = Some(child);
-        self.wait_ready();
     }
 
     /// Waits until `/health` says the member has a leader and serves reads.
@@ -141,6 +158,52 @@ impl Etcd {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+}
+
+/// A cluster of etcd members on loopback (each killed and removed on drop).
+pub(crate) struct EtcdCluster {
+    members: Vec<Etcd>,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until every one is healthy.
+    pub(crate) fn start(n: usize) -> EtcdCluster {
+        let mut members: Vec<Etcd> = (0..n).map(|i| Etcd::member(&format!("m{i}"))).collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            m.initial_cluster = initial.clone();
+            m.launch();
+        }
+        for m in &mut members {
+            m.wait_ready();
+        }
+        EtcdCluster { members }
+    }
+
+    /// Every client URL, comma-separated, for `--etcd-servers`.
+    pub(crate) fn urls(&self) -> String {
+        let urls: Vec<&str> = self.members.iter().map(Etcd::url).collect();
+        urls.join(",")
+    }
+
+    /// Kills member `i` (SIGKILL); its data stays for [`EtcdCluster::restart`].
+    pub(crate) fn kill(&mut self, i: usize) {
+        self.members[i].kill();
+    }
+
+    /// Starts member `i` again and waits until it is healthy.
+    pub(crate) fn restart(&mut self, i: usize) {
+        self.members[i].spawn();
+    }
+
+    /// Starts member `i` again without waiting (it is healthy only with a quorum).
+    pub(crate) fn relaunch(&mut self, i: usize) {
+        self.members[i].launch();
     }
 }
 
