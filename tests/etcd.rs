@@ -17,26 +17,6 @@ use serde_json::Value;
 use support::etcd::Etcd;
 use support::{Server, Streaming, ensure};
 
-/// `kubectl create token SA -n NS`.
-fn token(s: &Server, ns: &str, sa: &str) -> String {
-    s.kubectl_ok(&["create", "token", sa, "-n", ns])
-        .trim()
-        .to_string()
-}
-
-/// The username `kubectl auth whoami` reports for `token`.
-fn whoami(s: &Server, token: &str) -> String {
-    let args = [
-        "auth",
-        "whoami",
-        "-o",
-        "jsonpath={.status.userInfo.username}",
-    ];
-    let out = s.kubectl_with_token(token, &args);
-    s.check(out.success(), "whoami with the token", &out);
-    out.stdout
-}
-
 fn json(s: &Server, text: &str, what: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| s.fail(format!("{what}: {e}:\n{text}")))
 }
@@ -109,11 +89,11 @@ fn serve_keeps_objects_in_etcd_across_restarts_and_kill_9() {
         l.split_whitespace().take(2).eq(["ADDED", "deployer"])
     });
     drop(watch);
-    let build_token = token(&s, "ci", "build");
+    let build_token = s.token("ci", "build");
     let user = "system:serviceaccount:ci:build";
     ensure(
         &s,
-        whoami(&s, &build_token) == user,
+        s.whoami(&build_token).unwrap_or_else(|e| s.fail(e)) == user,
         "the token authenticates",
         user,
     );
@@ -131,7 +111,7 @@ fn serve_keeps_objects_in_etcd_across_restarts_and_kill_9() {
     }
     ensure(
         &s,
-        whoami(&s, &build_token) == user,
+        s.whoami(&build_token).unwrap_or_else(|e| s.fail(e)) == user,
         "the token survives a restart",
         user,
     );

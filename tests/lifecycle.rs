@@ -49,30 +49,6 @@ fn copy_files(from: &Path, to: &Path, names: &[&str]) {
     }
 }
 
-/// `kubectl create token SA -n NS`.
-fn token(s: &Server, ns: &str, sa: &str) -> String {
-    s.kubectl_ok(&["create", "token", sa, "-n", ns])
-        .trim()
-        .to_string()
-}
-
-/// The username `kubectl auth whoami` reports for `token`, or its output as the error.
-fn whoami(s: &Server, token: &str) -> Result<String, String> {
-    let out = s.kubectl_with_token(
-        token,
-        &[
-            "auth",
-            "whoami",
-            "-o",
-            "jsonpath={.status.userInfo.username}",
-        ],
-    );
-    match out.success() {
-        true => Ok(out.stdout),
-        false => Err(out.to_string()),
-    }
-}
-
 /// [`support::poll`] for at most 20 s.
 #[track_caller]
 fn poll<T>(s: &Server, what: &str, probe: impl FnMut() -> Result<T, String>) -> T {
@@ -164,7 +140,7 @@ fn r9_sigterm_leaves_a_database_file_that_holds_everything() {
     let mut s = Server::start();
     s.kubectl_ok(&["create", "sa", "robot"]);
     s.kubectl_ok(&["create", "configmap", "kept", "--from-literal=k=v"]);
-    let token = token(&s, "default", "robot");
+    let token = s.token("default", "robot");
     s.terminate();
 
     let data = s.data_dir();
@@ -213,7 +189,7 @@ fn r9_sigterm_leaves_a_database_file_that_holds_everything() {
     let mut copy = Server::start_prepared(&[], &[], |dir| copy_files(&data, dir, &files));
     let cm = json(&copy, &["get", "configmap", "kept", "-o", "json"]);
     ensure(&copy, cm["data"]["k"] == "v", "the ConfigMap survived", &cm);
-    let user = whoami(&copy, &token).unwrap_or_else(|e| copy.fail(e));
+    let user = copy.whoami(&token).unwrap_or_else(|e| copy.fail(e));
     ensure(
         &copy,
         user == "system:serviceaccount:default:robot",
@@ -232,7 +208,7 @@ fn r9_sigterm_leaves_a_database_file_that_holds_everything() {
 fn r9_backup_of_a_running_server_under_writes_restores_a_consistent_snapshot() {
     let s = Server::start();
     s.kubectl_ok(&["create", "sa", "robot"]);
-    let token = token(&s, "default", "robot");
+    let token = s.token("default", "robot");
     let data = s.data_dir();
     let out_path = s.path("backup.db");
     let out_arg = out_path.to_string_lossy().into_owned();
@@ -324,7 +300,7 @@ fn r9_backup_of_a_running_server_under_writes_restores_a_consistent_snapshot() {
         &format!("at least the {written_before} writes acknowledged before the last backup"),
         ws.len(),
     );
-    let user = whoami(&restored, &token).unwrap_or_else(|e| restored.fail(e));
+    let user = restored.whoami(&token).unwrap_or_else(|e| restored.fail(e));
     ensure(
         &restored,
         user == "system:serviceaccount:default:robot",
@@ -447,7 +423,7 @@ fn r9_namespace_deletion_terminates_empties_and_finalizes_as_kubernetes_does() {
     );
     // A ServiceAccount with a TokenRequest token and a legacy Secret token.
     s.kubectl_ok(&["create", "sa", "robot", "-n", "q"]);
-    let bound = token(&s, "q", "robot");
+    let bound = s.token("q", "robot");
     let secret = "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/service-account-token\n\
                   metadata:\n  name: robot-token\n  namespace: q\n  annotations:\n    \
                   kubernetes.io/service-account.name: robot\n";
@@ -485,7 +461,7 @@ fn r9_namespace_deletion_terminates_empties_and_finalizes_as_kubernetes_does() {
         }
     });
     for t in [&bound, &legacy] {
-        let user = whoami(&s, t).unwrap_or_else(|e| s.fail(e));
+        let user = s.whoami(t).unwrap_or_else(|e| s.fail(e));
         ensure(
             &s,
             user == "system:serviceaccount:q:robot",

@@ -345,6 +345,32 @@ impl Server {
         self.run(cmd, None)
     }
 
+    /// `kubectl create token SA -n NS`: a fresh token of that ServiceAccount.
+    #[track_caller]
+    pub(crate) fn token(&self, ns: &str, sa: &str) -> String {
+        self.kubectl_ok(&["create", "token", sa, "-n", ns])
+            .trim()
+            .to_string()
+    }
+
+    /// The username `kubectl auth whoami --token=TOKEN` reports, or the command's output as
+    /// the error.
+    #[track_caller]
+    pub(crate) fn whoami(&self, token: &str) -> Result<String, String> {
+        let args = [
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ];
+        let out = self.kubectl_with_token(token, &args);
+        if out.success() {
+            Ok(out.stdout)
+        } else {
+            Err(out.to_string())
+        }
+    }
+
     /// kubectl 1.27 (see [`KUBECTL_127`]).
     #[track_caller]
     pub(crate) fn kubectl_127(&self, args: &[&str]) -> Output {
