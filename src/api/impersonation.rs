@@ -79,58 +79,77 @@ pub(crate) fn requested(headers: &HeaderMap) -> Result<Option<Impersonation>, Wi
         named.extend(uid.iter().map(|u| format!("UID={u}")));
         return Err(WithoutUser(format!("[{}]", named.join(" "))));
     };
-    let mut checks = Vec::new();
-    let service_account = username
+    let checks = checks(&username, &groups, &extra, uid.as_deref());
+    Ok(Some(Impersonation {
+        user: impersonated(username, groups, uid.unwrap_or_default(), extra),
+        checks,
+    }))
+}
+
+/// `system:serviceaccount:<ns>:<name>` as its namespace and name.
+fn service_account(username: &str) -> Option<(&str, &str)> {
+    username
         .strip_prefix(wellknown::SERVICE_ACCOUNT_USER_PREFIX)
         .and_then(|rest| rest.split_once(':'))
-        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains(':'));
-    let mut user_groups = groups.clone();
-    match service_account {
-        Some((ns, name)) => {
-            checks.push(Attributes {
-                namespace: ns.into(),
-                name: name.into(),
-                ..impersonate("serviceaccounts", "")
-            });
-            // A service account's groups are known; named groups replace them.
-            if groups.is_empty() {
-                user_groups = vec![
-                    wellknown::GROUP_SERVICE_ACCOUNTS.to_string(),
-                    format!("{}:{ns}", wellknown::GROUP_SERVICE_ACCOUNTS),
-                ];
-            }
-        }
-        None => checks.push(Attributes {
-            name: username.clone(),
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains(':'))
+}
+
+/// One `impersonate` check per thing named, in kube-apiserver's order.
+fn checks(
+    username: &str,
+    groups: &[String],
+    extra: &BTreeMap<String, Vec<String>>,
+    uid: Option<&str>,
+) -> Vec<Attributes> {
+    let mut checks = vec![match service_account(username) {
+        Some((ns, name)) => Attributes {
+            namespace: ns.into(),
+            name: name.into(),
+            ..impersonate("serviceaccounts", "")
+        },
+        None => Attributes {
+            name: username.into(),
             ..impersonate("users", "")
-        }),
+        },
+    }];
+    checks.extend(groups.iter().map(|g| Attributes {
+        name: g.clone(),
+        ..impersonate("groups", "")
+    }));
+    for (key, values) in extra {
+        checks.extend(values.iter().map(|v| Attributes {
+            subresource: key.clone(),
+            name: v.clone(),
+            ..impersonate("userextras", "authentication.k8s.io")
+        }));
     }
-    for g in &groups {
-        checks.push(Attributes {
-            name: g.clone(),
-            ..impersonate("groups", "")
-        });
-    }
-    for (key, vals) in &extra {
-        for v in vals {
-            checks.push(Attributes {
-                subresource: key.clone(),
-                name: v.clone(),
-                ..impersonate("userextras", "authentication.k8s.io")
-            });
-        }
-    }
-    if let Some(u) = &uid {
-        checks.push(Attributes {
-            name: u.clone(),
-            ..impersonate("uids", "authentication.k8s.io")
-        });
-    }
-    // Everybody but the anonymous user is authenticated, unless a group says otherwise.
-    let (implied, unless) = if username == wellknown::USER_ANONYMOUS {
+    checks.extend(uid.map(|u| Attributes {
+        name: u.into(),
+        ..impersonate("uids", "authentication.k8s.io")
+    }));
+    checks
+}
+
+/// The user the request goes on as: a service account's groups unless groups are named, and
+/// `system:authenticated` (`system:unauthenticated` for the anonymous user) unless a group
+/// says otherwise.
+fn impersonated(
+    username: String,
+    groups: Vec<String>,
+    uid: String,
+    extra: BTreeMap<String, Vec<String>>,
+) -> UserInfo {
+    let mut groups = match service_account(&username) {
+        Some((ns, _)) if groups.is_empty() => vec![
+            wellknown::GROUP_SERVICE_ACCOUNTS.to_string(),
+            format!("{}:{ns}", wellknown::GROUP_SERVICE_ACCOUNTS),
+        ],
+        _ => groups,
+    };
+    let (implied, unless): (&str, &[&str]) = if username == wellknown::USER_ANONYMOUS {
         (
             wellknown::GROUP_UNAUTHENTICATED,
-            &[wellknown::GROUP_UNAUTHENTICATED][..],
+            &[wellknown::GROUP_UNAUTHENTICATED],
         )
     } else {
         (
@@ -138,21 +157,18 @@ pub(crate) fn requested(headers: &HeaderMap) -> Result<Option<Impersonation>, Wi
             &[
                 wellknown::GROUP_AUTHENTICATED,
                 wellknown::GROUP_UNAUTHENTICATED,
-            ][..],
+            ],
         )
     };
-    if !user_groups.iter().any(|g| unless.contains(&g.as_str())) {
-        user_groups.push(implied.to_string());
+    if !groups.iter().any(|g| unless.contains(&g.as_str())) {
+        groups.push(implied.to_string());
     }
-    Ok(Some(Impersonation {
-        user: UserInfo {
-            username,
-            uid: uid.unwrap_or_default(),
-            groups: user_groups,
-            extra,
-        },
-        checks,
-    }))
+    UserInfo {
+        username,
+        uid,
+        groups,
+        extra,
+    }
 }
 
 /// Removes the impersonation headers, so that nothing after the filter sees them.

@@ -32,96 +32,108 @@ impl Authorizer {
         {
             return Ok(());
         }
-        let name = new
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let forbidden = |message: String| RegistryError::Forbidden {
-            resource: res.qualified(),
-            name: name.to_string(),
-            message,
+        let write = Write {
+            user,
+            res,
+            namespace,
+            name: new
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
         };
         match res.plural {
-            "roles" | "clusterroles" => {
-                // The request's own attributes (`RoleEscalationAuthorized`): a create names no
-                // object, an update the one it replaces.
-                let escalate = Attributes {
-                    verb: "escalate".into(),
-                    resource_request: true,
-                    api_group: res.group.into(),
-                    resource: res.plural.into(),
-                    namespace: namespace.into(),
-                    name: if old.is_some() {
-                        name.into()
-                    } else {
-                        String::new()
-                    },
-                    ..Attributes::default()
-                };
-                if self.authorize(user, &escalate).allowed {
-                    return Ok(());
-                }
-                let rules: Vec<PolicyRule> = field(new, "rules").unwrap_or_default();
-                self.confirm_held(user, namespace, &rules)
-                    .map_err(forbidden)?;
-                // An aggregation rule can gather anything: it takes everything to set one.
-                let aggregation = |o: &Value| field::<AggregationRule>(o, "aggregationRule");
-                let new_rule = aggregation(new);
-                if new_rule.is_some() && new_rule != old.and_then(aggregation) {
-                    self.confirm_held(user, namespace, &everything())
-                        .map_err(|_| {
-                            forbidden(
-                                "must have cluster-admin privileges to use the aggregationRule"
-                                    .into(),
-                            )
-                        })?;
-                }
-                Ok(())
-            }
+            "roles" | "clusterroles" => self.confirm_role(&write, new, old),
             "rolebindings" | "clusterrolebindings" => {
                 if old.is_some_and(|o| only_gc_fields_differ(o, new)) {
                     return Ok(());
                 }
-                let Some(role_ref) = field::<RoleRef>(new, "roleRef") else {
+                match field::<RoleRef>(new, "roleRef") {
+                    Some(role_ref) => self.confirm_binding(&write, &role_ref),
                     // Validation answers a binding without a roleRef.
-                    return Ok(());
-                };
-                let resource = match role_ref.kind.as_str() {
-                    "Role" => "roles",
-                    "ClusterRole" => "clusterroles",
-                    _ => return Ok(()),
-                };
-                let group = role_ref
-                    .api_group
-                    .as_deref()
-                    .filter(|g| !g.is_empty())
-                    .unwrap_or(wellknown::GROUP_RBAC);
-                let bind = Attributes {
-                    verb: "bind".into(),
-                    resource_request: true,
-                    api_group: group.into(),
-                    resource: resource.into(),
-                    namespace: namespace.into(),
-                    name: role_ref.name.clone(),
-                    ..Attributes::default()
-                };
-                if self.authorize(user, &bind).allowed {
-                    return Ok(());
+                    None => Ok(()),
                 }
-                let rules = self
-                    .index
-                    .read()
-                    .role_ref_rules(&role_ref, namespace)
-                    .map(<[PolicyRule]>::to_vec)
-                    .map_err(|_| RegistryError::NotFound {
-                        resource: format!("{resource}.{}", wellknown::GROUP_RBAC),
-                        name: role_ref.name.clone(),
-                    })?;
-                self.confirm_held(user, namespace, &rules)
-                    .map_err(forbidden)
             }
             _ => Ok(()),
         }
+    }
+
+    /// A Role or ClusterRole: allowed with `escalate` on it, else only with rules held.
+    fn confirm_role(
+        &self,
+        w: &Write<'_>,
+        new: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), RegistryError> {
+        // The request's own attributes (`RoleEscalationAuthorized`): a create names no
+        // object, an update the one it replaces.
+        let escalate = Attributes {
+            verb: "escalate".into(),
+            resource_request: true,
+            api_group: w.res.group.into(),
+            resource: w.res.plural.into(),
+            namespace: w.namespace.into(),
+            name: if old.is_some() {
+                w.name.into()
+            } else {
+                String::new()
+            },
+            ..Attributes::default()
+        };
+        if self.authorize(w.user, &escalate).allowed {
+            return Ok(());
+        }
+        let rules: Vec<PolicyRule> = field(new, "rules").unwrap_or_default();
+        self.confirm_held(w.user, w.namespace, &rules)
+            .map_err(|m| w.forbidden(m))?;
+        // An aggregation rule can gather anything: it takes everything to set one.
+        let aggregation = |o: &Value| field::<AggregationRule>(o, "aggregationRule");
+        let new_rule = aggregation(new);
+        if new_rule.is_some() && new_rule != old.and_then(aggregation) {
+            self.confirm_held(w.user, w.namespace, &everything())
+                .map_err(|_| {
+                    w.forbidden(
+                        "must have cluster-admin privileges to use the aggregationRule".into(),
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// A binding: allowed with `bind` on its role, else only to a role whose rules are held.
+    fn confirm_binding(&self, w: &Write<'_>, role_ref: &RoleRef) -> Result<(), RegistryError> {
+        let resource = match role_ref.kind.as_str() {
+            "Role" => "roles",
+            "ClusterRole" => "clusterroles",
+            _ => return Ok(()),
+        };
+        let group = role_ref
+            .api_group
+            .as_deref()
+            .filter(|g| !g.is_empty())
+            .unwrap_or(wellknown::GROUP_RBAC);
+        let bind = Attributes {
+            verb: "bind".into(),
+            resource_request: true,
+            api_group: group.into(),
+            resource: resource.into(),
+            namespace: w.namespace.into(),
+            name: role_ref.name.clone(),
+            ..Attributes::default()
+        };
+        if self.authorize(w.user, &bind).allowed {
+            return Ok(());
+        }
+        let rules = self
+            .index
+            .read()
+            .role_ref_rules(role_ref, w.namespace)
+            .map(<[PolicyRule]>::to_vec)
+            .map_err(|_| RegistryError::NotFound {
+                resource: format!("{resource}.{}", wellknown::GROUP_RBAC),
+                name: role_ref.name.clone(),
+            })?;
+        self.confirm_held(w.user, w.namespace, &rules)
+            .map_err(|m| w.forbidden(m))
     }
 
     /// `ConfirmNoEscalation`: the rules `user` holds in `namespace` cover `wanted`, or the
@@ -156,6 +168,25 @@ impl Authorizer {
             ));
         }
         Err(msg)
+    }
+}
+
+/// The write being checked.
+struct Write<'a> {
+    user: &'a UserInfo,
+    res: &'a Resource,
+    namespace: &'a str,
+    name: &'a str,
+}
+
+impl Write<'_> {
+    /// `errors.NewForbidden(<resource>, <name>, message)`.
+    fn forbidden(&self, message: String) -> RegistryError {
+        RegistryError::Forbidden {
+            resource: self.res.qualified(),
+            name: self.name.to_string(),
+            message,
+        }
     }
 }
 
