@@ -3,10 +3,12 @@
 //! killed and removed on drop. Used by the store's unit tests (through `#[path]`) and by the
 //! integration tests, so it is self-contained: std, `tempfile` and `base64` only.
 
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub(crate) const ETCD: &str = "/usr/bin/etcd";
@@ -228,9 +230,21 @@ fn health(addr: &str) -> bool {
     response.contains("\"health\":\"true\"")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
-        .port()
+/// A loopback port that was free a moment ago and that this process has not handed out
+/// before: the kernel may give the same ephemeral port to two binds of port 0 in a row, and an
+/// etcd cluster whose members share a port does not start. The one port allocator of the tests.
+pub(crate) fn free_port() -> u16 {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
 }

@@ -7,10 +7,12 @@
 
 pub(crate) mod etcd;
 
+use etcd::free_port;
+
 use std::fmt::{self, Display};
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -583,12 +585,6 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
-}
-
-/// A port that was free a moment ago: bind port 0, read the port, release it.
-fn free_port() -> u16 {
-    let addr = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
-    or_die(addr, "find a free port").port()
 }
 
 fn list_dir(dir: &Path, out: &mut String) {
