@@ -26,8 +26,8 @@ use crate::controllers::{
 use crate::pki::datadir::DataDirLock;
 use crate::pki::{self, Pki, PkiConfig};
 use crate::rbac::{self, Authorizer};
-use crate::registry::Registry;
 use crate::registry::resources::Limits;
+use crate::registry::{self, Registry};
 use crate::store::{self, Store};
 use crate::telemetry::audit::AuditLog;
 use crate::telemetry::metrics::Metrics;
@@ -161,6 +161,8 @@ struct Tasks {
     policy: JoinHandle<()>,
     /// Probes the store for `/readyz`.
     health: JoinHandle<()>,
+    /// Keeps the in-memory copy of the objects tokens name.
+    cache: JoinHandle<()>,
 }
 
 /// Does the I/O that `serve` needs before it can listen, in this order: lock the data
@@ -175,8 +177,9 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
     //    them against their own clocks.
     let pki = pki::ensure(&config.pki, SystemClock::shared().now())
         .context("preparing certificates and keys")?;
-    // 3. The store, and the registry over it with the system namespaces in place.
-    let store = open_store(&config).await?;
+    // 3. The store with the objects tokens name held in memory in front of it, and the
+    //    registry over it with the system namespaces in place.
+    let (store, cache) = object_cache(open_store(&config).await?);
     let registry = open_registry(&config, store.clone(), clock.clone()).await?;
     // 4. The policy: the bootstrap roles repaired, then read whole before anything is served.
     let (authorizer, policy) = authorizer(&config, &registry).await?;
@@ -224,6 +227,7 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
             invalidator,
             policy,
             health: health_task,
+            cache,
         },
         audit,
         store,
@@ -273,6 +277,7 @@ impl Server {
         tasks.invalidator.abort();
         tasks.policy.abort();
         tasks.health.abort();
+        tasks.cache.abort();
         if let Some(audit) = audit {
             close_audit_log(&audit).await;
         }
@@ -304,6 +309,14 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             Arc::new(etcd)
         }
     })
+}
+
+/// `backend` with ServiceAccounts, Secrets, Pods and Nodes answered from memory, and the
+/// task that keeps them exact from the backend's watch.
+fn object_cache(backend: Arc<dyn Store>) -> (Arc<dyn Store>, JoinHandle<()>) {
+    let (root, ranges) = registry::cached_ranges();
+    let (store, task) = store::cache::CachedStore::start(backend, &root, ranges);
+    (store, task)
 }
 
 /// The store's `/readyz` check and the task that probes it: `etcd`, as kube-apiserver names

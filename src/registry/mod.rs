@@ -197,6 +197,20 @@ pub(crate) fn random_suffix(len: usize) -> String {
 /// keys under another prefix (the etcd store does, for `--etcd-prefix`).
 pub(crate) const KEY_ROOT: &str = wellknown::DEFAULT_ETCD_PREFIX;
 
+/// The kinds held in memory in front of the store (`store::cache`): every object a token can
+/// name, so that token checks, admission lookups and their GETs never read the store.
+const CACHED_RESOURCES: [&str; 4] = ["serviceaccounts", "secrets", "pods", "nodes"];
+
+/// The key ranges of [`CACHED_RESOURCES`], and the root that holds every key, for
+/// `store::cache::CachedStore::start`.
+pub(crate) fn cached_ranges() -> (String, Vec<String>) {
+    let ranges = CACHED_RESOURCES
+        .iter()
+        .map(|plural| prefix(resources::core(plural), None))
+        .collect();
+    (format!("{KEY_ROOT}/"), ranges)
+}
+
 fn key(res: &Resource, ns: Option<&str>, name: &str) -> String {
     format!("{}{name}", prefix(res, ns))
 }

@@ -13,6 +13,7 @@
 //!
 //! This module knows bytes and keys only: no Kubernetes types, no HTTP.
 
+pub(crate) mod cache;
 pub(crate) mod etcd;
 pub(crate) mod sqlite;
 
