@@ -115,7 +115,8 @@ pub(crate) fn table(figures: &[Figure]) -> String {
 /// Three significant digits or more, no exponent: 0.0123, 1.23, 12.3, 123, 12345.
 fn number(v: f64) -> String {
     let a = v.abs();
-    if a >= 100.0 || a == 0.0 {
+    // Whole numbers (most targets) print without decimals: "< 5 ms", "≤ 40 MB".
+    if a >= 100.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else if a >= 10.0 {
         format!("{v:.1}")
@@ -156,7 +157,10 @@ mod tests {
         assert_eq!(f.verdict, Some(Verdict::Pass));
         let f = Figure::new("p99", Some(7.0), "ms", Some(Bound::Under(5.0)));
         assert_eq!(f.verdict, Some(Verdict::Below));
-        assert_eq!(Figure::new("x", None, "", Some(Bound::AtLeast(1.0))).verdict, None);
+        assert_eq!(
+            Figure::new("x", None, "", Some(Bound::AtLeast(1.0))).verdict,
+            None
+        );
         assert_eq!(Figure::new("x", Some(1.0), "", None).verdict, None);
         assert_eq!(
             Figure::new("x", Some(f64::NAN), "", Some(Bound::AtLeast(1.0))).verdict,
@@ -167,7 +171,12 @@ mod tests {
     #[test]
     fn the_table_shows_value_target_and_verdict() {
         let text = table(&[
-            Figure::new("ready, empty store", Some(42.3), "ms", Some(Bound::Under(100.0))),
+            Figure::new(
+                "ready, empty store",
+                Some(42.3),
+                "ms",
+                Some(Bound::Under(100.0)),
+            ),
             Figure::new("bytes per object", Some(812.0), "B", None),
         ]);
         assert!(text.contains("42.3 ms"), "{text}");
@@ -177,7 +186,10 @@ mod tests {
         assert!(text.lines().nth(1).unwrap().contains('—'), "{text}");
         let json = serde_json::to_value(Figure::new("w", Some(2.0), "", Some(Bound::AtMost(2.0))))
             .unwrap();
-        assert_eq!(json["target"], serde_json::json!({"op": "<=", "value": 2.0}));
+        assert_eq!(
+            json["target"],
+            serde_json::json!({"op": "<=", "value": 2.0})
+        );
         assert_eq!(json["verdict"], "PASS");
     }
 }

@@ -1820,8 +1820,8 @@ struct OpenLoopReport {
     p90_ms: Option<f64>,
     p99_ms: Option<f64>,
     max_ms: Option<f64>,
-    /// How late the load generator itself sent after the scheduled time (part of the
-    /// latencies above).
+    /// How long after the scheduled time the sends started (part of the latencies above):
+    /// the timer's granularity, and the wait for a free connection when all were busy.
     send_lateness_p99_ms: Option<f64>,
     p99_target_ms: f64,
     verdict: Option<Verdict>,
@@ -1948,11 +1948,7 @@ impl Report {
                     server_cpu_us_per_request: server_cpu_us,
                     reference: o.scenario.reference(),
                     reference_per_s,
-                    judgement: judge(
-                        rps,
-                        reference_per_s,
-                        o.scenario.target(input.key.algorithm),
-                    ),
+                    judgement: judge(rps, reference_per_s, o.scenario.target(input.key.algorithm)),
                     cpu_efficiency: cpu_efficiency(reference_cpu_us, server_cpu_us),
                 }
             })
@@ -2121,7 +2117,7 @@ impl Report {
         if let Some(o) = &self.open_loop {
             let _ = writeln!(
                 out,
-                "\nopen loop: {} at {:.0} % of its peak ({:.0}/s scheduled on a fixed timetable, {} connections, latency from the scheduled time): {} requests, {} errors, {:.0} rps, p50 {} ms, p90 {} ms, p99 {} ms (target < {} ms) {}; the load generator sent {} ms late at p99",
+                "\nopen loop: {} at {:.0} % of its peak ({:.0}/s scheduled on a fixed timetable, {} connections, latency from the scheduled time): {} requests, {} errors, {:.0} rps, p50 {} ms, p90 {} ms, p99 {} ms (target < {} ms) {}; sends started {} ms after their scheduled time at p99 (timer granularity, and waiting for a free connection when all were busy)",
                 o.scenario.name(),
                 o.load_fraction * 100.0,
                 o.scheduled_per_s,
@@ -2179,11 +2175,7 @@ impl Report {
                     "",
                     Some(Bound::AtLeast(target)),
                 )
-                .note(format!(
-                    "{:.0}/s ÷ {}/s",
-                    r.rps,
-                    opt(r.reference_per_s, 0)
-                ))
+                .note(format!("{:.0}/s ÷ {}/s", r.rps, opt(r.reference_per_s, 0)))
             };
             out.push(match r.scenario.reference() {
                 Reference::AllCoreSign => versus(&format!("all-core {alg} sign")),
@@ -2213,7 +2205,12 @@ struct FullReport {
 impl FullReport {
     fn new(load: Option<Report>, scale: Option<scale::ScaleReport>) -> FullReport {
         let mut figures = load.as_ref().map(Report::figures).unwrap_or_default();
-        figures.extend(scale.as_ref().map(scale::ScaleReport::figures).unwrap_or_default());
+        figures.extend(
+            scale
+                .as_ref()
+                .map(scale::ScaleReport::figures)
+                .unwrap_or_default(),
+        );
         FullReport {
             load,
             scale,
@@ -2447,7 +2444,11 @@ users:
         );
         assert_eq!(judge(500.0, Some(0.0), Some(0.7)).ratio, None);
         // The no-op against itself: 1.0 and no target.
-        let j = judge(9000.0, Some(9000.0), Scenario::Noop.target(Algorithm::RS256));
+        let j = judge(
+            9000.0,
+            Some(9000.0),
+            Scenario::Noop.target(Algorithm::RS256),
+        );
         assert_eq!((j.ratio, j.verdict), (Some(1.0), None));
     }
 

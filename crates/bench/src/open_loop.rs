@@ -61,8 +61,8 @@ impl Timetable {
 }
 
 /// One worker's share of an open-loop run: the usual tally (latency from the slot's time)
-/// and how late the worker sent each request after its slot (the load generator's own
-/// delay, which the latency includes: tokio's timer has millisecond granularity).
+/// and how late each send started after its slot, which the latency includes: tokio's timer
+/// has millisecond granularity, and a slot waits for a free worker when all are busy.
 pub(crate) struct OpenTally {
     pub(crate) tally: Tally,
     pub(crate) lateness: Histogram,

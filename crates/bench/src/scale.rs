@@ -259,7 +259,7 @@ impl ScaleReport {
                 "s",
                 None,
             )
-            .note(format!("{} pages, best of {LIST_REPEATS}", t.pages))
+            .note(format!("pages: {}, best of {LIST_REPEATS}", t.pages))
         };
         vec![
             Figure::new(
@@ -703,7 +703,8 @@ mod tests {
 
     #[test]
     fn vm_rss_in_bytes() {
-        let status = "Name:\ttokenwarden\nVmHWM:\t   40000 kB\nVmRSS:\t   31244 kB\nRssAnon:\t 20000 kB\n";
+        let status =
+            "Name:\ttokenwarden\nVmHWM:\t   40000 kB\nVmRSS:\t   31244 kB\nRssAnon:\t 20000 kB\n";
         assert_eq!(parse_vm_rss(status), Some(31_244 * 1024));
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
         assert_eq!(parse_vm_rss("VmRSS:\t 12 MB\n"), None);
@@ -779,12 +780,19 @@ mod tests {
                 ("ready, empty store".to_string(), Some(Pass)),
                 ("ready, restart with 120000 objects".to_string(), Some(Pass)),
                 ("RSS with 30000 objects".to_string(), Some(Pass)),
-                ("list growth per object, 10001→100001".to_string(), Some(Pass)),
+                (
+                    "list growth per object, 10001→100001".to_string(),
+                    Some(Pass)
+                ),
             ]
         );
         let mut r = report(2.5, 100.0, 40_000_001);
         r.ready_loaded_ms = 1000.0;
-        assert!(verdicts(&r).iter().all(|(_, v)| *v == Some(Below)), "{:?}", verdicts(&r));
+        assert!(
+            verdicts(&r).iter().all(|(_, v)| *v == Some(Below)),
+            "{:?}",
+            verdicts(&r)
+        );
         // Every figure, with or without a target, is in the JSON.
         let json = serde_json::to_value(r.figures()).unwrap();
         assert_eq!(json.as_array().unwrap().len(), 8);
