@@ -52,7 +52,9 @@ fn bench(args: &[&str]) -> (String, String, u32) {
 /// The figure whose name starts with `name` in the JSON report: it must have a target and
 /// a verdict.
 fn judged<'a>(report: &'a Value, name: &str) -> &'a Value {
-    let figures = report["figures"].as_array().expect("figures is a list");
+    let figures = report["figures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("figures is not a list: {report}"));
     let f = figures
         .iter()
         .find(|f| f["name"].as_str().is_some_and(|n| n.starts_with(name)))
