@@ -1034,9 +1034,30 @@ fn put_kv(event: WatchEvent) -> Result<KeyValue, StoreError> {
 }
 
 #[cfg(test)]
+impl SqliteStore {
+    /// Holds the writer thread (between batches) until the returned sender is dropped, so
+    /// that the writes queued meanwhile are committed as one batch.
+    fn pause_writer(&self) -> mpsc::Sender<()> {
+        let (release, released) = mpsc::channel::<()>();
+        let paused = Job::Run(Box::new(move |_| {
+            // Err once the test drops `release`: that is the signal to go on.
+            let _ = released.recv();
+        }));
+        self.inner.send(paused).expect("the store is open");
+        release
+    }
+
+    /// Write batches committed so far (each one fsync).
+    fn commits(&self) -> u64 {
+        self.inner.log.commits.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::path::{Path, PathBuf};
+    use std::pin::Pin;
 
     use super::*;
     use crate::store::conformance::{conformance_tests, next_event, next_item, with_guard};
@@ -1304,6 +1325,323 @@ mod tests {
             other => panic!("expected Compacted, got {other:?}"),
         }
         assert!(next_item(&mut w).await.is_none());
+    }
+
+    /// A write that resolves to its revision, so creates, updates and deletes fit one list.
+    type Queued<'a> = Pin<Box<dyn Future<Output = Result<Revision, StoreError>> + Send + 'a>>;
+
+    fn put<'a>(
+        write: impl Future<Output = Result<KeyValue, StoreError>> + Send + 'a,
+    ) -> Queued<'a> {
+        Box::pin(async move { write.await.map(|kv| kv.mod_revision) })
+    }
+
+    fn del<'a>(
+        write: impl Future<Output = Result<(KeyValue, Revision), StoreError>> + Send + 'a,
+    ) -> Queued<'a> {
+        Box::pin(async move { write.await.map(|(_, revision)| revision) })
+    }
+
+    /// Polls each write once, in order: far enough to queue its op for the (paused) writer
+    /// thread, which answers it later.
+    async fn queue_in_order(writes: Vec<Queued<'_>>) -> Vec<Queued<'_>> {
+        let mut queued = Vec::new();
+        for mut write in writes {
+            assert!(
+                futures::poll!(write.as_mut()).is_pending(),
+                "answered early"
+            );
+            queued.push(write);
+        }
+        queued
+    }
+
+    async fn answers(writes: Vec<Queued<'_>>) -> Vec<Result<Revision, StoreError>> {
+        let all = futures::future::join_all(writes);
+        tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .expect("every write is answered")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn r13_concurrent_writers_get_gap_free_revisions_and_every_event_once_in_order() {
+        const TASKS: usize = 64;
+        const EACH: usize = 50;
+        let total = (TASKS * EACH) as Revision;
+        let (_dir, _, s) = temp_store();
+        // The watcher runs alongside the writers. Batches arrive faster than a watcher with
+        // this test-sized buffer may drain them; a lagged one resumes from its last revision
+        // as a client does, so what it gets must still be every revision once, in order.
+        let watched = {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                let (mut last, mut resumed) = (0, 0);
+                while last < total {
+                    let mut w = s.watch("", last).await.unwrap();
+                    loop {
+                        match next_item(&mut w).await {
+                            Some(Ok(event)) => {
+                                assert_eq!(event.revision(), last + 1, "in order, once");
+                                last += 1;
+                                if last == total {
+                                    break;
+                                }
+                            }
+                            Some(Err(StoreError::WatchLagged)) => {
+                                resumed += 1;
+                                break;
+                            }
+                            other => panic!("at {last}: {other:?}"),
+                        }
+                    }
+                }
+                (last, resumed)
+            })
+        };
+        let writers: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move {
+                    let mut revisions = Vec::with_capacity(EACH);
+                    for i in 0..EACH {
+                        let kv = s.create(&format!("k/{t}/{i}"), vec![t as u8]).await;
+                        revisions.push(kv.unwrap().mod_revision);
+                    }
+                    revisions
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for writer in writers {
+            let revisions = writer.await.unwrap();
+            assert!(
+                revisions.is_sorted(),
+                "one writer's writes are in its order"
+            );
+            all.extend(revisions);
+        }
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (1..=total).collect::<Vec<_>>(),
+            "gap-free, none shared"
+        );
+        assert_eq!(s.current_revision().await.unwrap(), total);
+        let (last, resumed) = watched.await.unwrap();
+        assert_eq!(last, total);
+        let commits = s.commits();
+        assert!(
+            commits < total as u64,
+            "{total} writes took {commits} commits (watch resumed {resumed} times)"
+        );
+    }
+
+    #[tokio::test]
+    async fn r13_queued_writes_share_one_commit() {
+        let (_dir, _, s) = temp_store();
+        s.create("before", vec![]).await.unwrap();
+        assert_eq!(s.commits(), 1, "a lone write commits at once");
+        let release = s.pause_writer();
+        let n = 8;
+        assert!(n <= MAX_BATCH_OPS, "one batch");
+        let keys: Vec<String> = (0..n).map(|i| format!("k/{i}")).collect();
+        let writes = keys.iter().map(|k| put(s.create(k, vec![1]))).collect();
+        let queued = queue_in_order(writes).await;
+        drop(release);
+        let revisions: Vec<Revision> = answers(queued)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            revisions,
+            (2..=n as Revision + 1).collect::<Vec<_>>(),
+            "in arrival order"
+        );
+        assert_eq!(s.commits(), 2, "{n} writes, one commit");
+    }
+
+    #[tokio::test]
+    async fn r13_each_writer_in_a_batch_gets_its_own_answer_and_failures_use_no_revision() {
+        let (_dir, _, s) = temp_store();
+        let mut w = s.watch("", 0).await.unwrap();
+        let release = s.pause_writer();
+        // Later ops see the earlier ones of the same batch.
+        let writes = vec![
+            put(s.create("a", vec![1])),
+            put(s.create("a", vec![2])),
+            put(s.update("a", vec![3], Some(1))),
+            put(s.update("a", vec![4], Some(1))),
+            del(s.delete("b", None)),
+            put(s.create("b", vec![5])),
+            del(s.delete("b", Some(3))),
+            put(s.update("c", vec![6], None)),
+        ];
+        assert!(writes.len() <= MAX_BATCH_OPS, "one batch");
+        let queued = queue_in_order(writes).await;
+        drop(release);
+        let got = answers(queued).await;
+        assert_eq!(s.commits(), 1);
+        assert!(matches!(&got[0], Ok(1)), "{got:?}");
+        assert!(
+            matches!(&got[1], Err(StoreError::AlreadyExists(k)) if k == "a"),
+            "{got:?}"
+        );
+        assert!(matches!(&got[2], Ok(2)), "{got:?}");
+        assert!(
+            matches!(
+                &got[3],
+                Err(StoreError::Conflict {
+                    expected: 1,
+                    actual: 2,
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+        assert!(
+            matches!(&got[4], Err(StoreError::NotFound(k)) if k == "b"),
+            "{got:?}"
+        );
+        assert!(matches!(&got[5], Ok(3)), "{got:?}");
+        assert!(matches!(&got[6], Ok(4)), "{got:?}");
+        assert!(
+            matches!(&got[7], Err(StoreError::NotFound(k)) if k == "c"),
+            "{got:?}"
+        );
+        assert_eq!(s.current_revision().await.unwrap(), 4);
+        let a = s.get("a").await.unwrap().unwrap();
+        assert_eq!(
+            (a.value, a.create_revision, a.mod_revision),
+            (vec![3], 1, 2)
+        );
+        assert!(s.get("b").await.unwrap().is_none());
+        // The watch gets the four changes in order, each with the value it replaced.
+        let mut events = Vec::new();
+        for _ in 0..4 {
+            events.push(next_event(&mut w).await);
+        }
+        let revisions: Vec<Revision> = events.iter().map(WatchEvent::revision).collect();
+        assert_eq!(revisions, [1, 2, 3, 4]);
+        match &events[1] {
+            WatchEvent::Put {
+                kv,
+                prev: Some(prev),
+            } => {
+                assert_eq!(
+                    (kv.value.as_slice(), prev.value.as_slice()),
+                    ([3].as_slice(), [1].as_slice())
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&events[3], WatchEvent::Delete { prev, revision: 4 } if prev.key == "b"));
+        // The next write follows on.
+        assert_eq!(s.create("c", vec![]).await.unwrap().mod_revision, 5);
+        // A batch whose every check fails needs no commit.
+        let release = s.pause_writer();
+        let queued =
+            queue_in_order(vec![put(s.create("a", vec![])), del(s.delete("x", None))]).await;
+        drop(release);
+        assert!(answers(queued).await.iter().all(Result::is_err));
+        assert_eq!(s.commits(), 2);
+    }
+
+    #[tokio::test]
+    async fn r13_a_sqlite_error_fails_and_rolls_back_the_whole_batch() {
+        let (_dir, path, s) = temp_store();
+        // A row SQLite refuses to insert, in the middle of a batch.
+        s.inner
+            .write(|w| {
+                let poison = "CREATE TEMP TRIGGER poison BEFORE INSERT ON kv
+                    WHEN NEW.name = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END";
+                Ok(w.conn.execute_batch(poison)?)
+            })
+            .await
+            .unwrap();
+        let release = s.pause_writer();
+        let writes = vec![
+            put(s.create("x", vec![])),
+            put(s.create("poison", vec![])),
+            put(s.create("y", vec![])),
+        ];
+        let queued = queue_in_order(writes).await;
+        drop(release);
+        for answer in answers(queued).await {
+            match answer {
+                Err(StoreError::Backend(e)) => assert!(e.contains("poisoned"), "{e}"),
+                other => panic!("every write of the batch fails, got {other:?}"),
+            }
+        }
+        assert_eq!((s.commits(), row_count(&path)), (0, 0));
+        assert_eq!(s.current_revision().await.unwrap(), 0);
+        assert!(s.get("x").await.unwrap().is_none());
+        // The revision was not used up: the next write takes 1.
+        assert_eq!(s.create("x", vec![]).await.unwrap().mod_revision, 1);
+    }
+
+    #[tokio::test]
+    async fn r13_close_finishes_queued_writes_and_stops_the_writer() {
+        let (_dir, path, s) = temp_store();
+        let mut w = s.watch("", 0).await.unwrap();
+        s.create("first", vec![]).await.unwrap();
+        // Caught up: the rest comes from the channel, which outlives the closed reader.
+        assert_eq!(next_event(&mut w).await.revision(), 1);
+        let release = s.pause_writer();
+        let queued =
+            queue_in_order(vec![put(s.create("a", vec![])), put(s.create("b", vec![]))]).await;
+        let closing = {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.close().await })
+        };
+        while !s.inner.closed.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            s.create("late", vec![]).await,
+            Err(StoreError::Closed)
+        ));
+        drop(release);
+        let got = answers(queued).await;
+        assert!(matches!(&got[..], [Ok(2), Ok(3)]), "{got:?}");
+        tokio::time::timeout(Duration::from_secs(10), closing)
+            .await
+            .expect("close returns")
+            .unwrap()
+            .unwrap();
+        assert!(lock(&s.inner.thread).is_none() && lock(&s.inner.jobs).is_none());
+        // The watch got both queued writes, then ended.
+        assert_eq!(next_event(&mut w).await.revision(), 2);
+        assert_eq!(next_event(&mut w).await.revision(), 3);
+        assert!(next_item(&mut w).await.is_none());
+        s.close().await.unwrap();
+        assert_eq!(row_count(&path), 3);
+    }
+
+    #[tokio::test]
+    async fn r13_a_dead_writer_thread_is_an_error_not_a_hang() {
+        let (_dir, _, s) = temp_store();
+        let mut w = s.watch("", 0).await.unwrap();
+        let (reply, answer) = oneshot::channel::<()>();
+        let crash = Job::Run(Box::new(move |_| {
+            let _reply = reply;
+            panic!("the writer thread dies (on purpose, in a test)");
+        }));
+        s.inner.send(crash).unwrap();
+        // The dropped reply tells us the thread has unwound.
+        assert!(answer.await.is_err());
+        for _ in 0..2 {
+            match s.create("k", vec![]).await {
+                Err(StoreError::Backend(e)) => assert!(e.contains("writer thread"), "{e}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(10), s.close()).await;
+        assert!(
+            matches!(closed, Ok(Err(StoreError::Backend(_)))),
+            "{closed:?}"
+        );
+        assert!(next_item(&mut w).await.is_none(), "watches end");
     }
 
     #[test]
