@@ -2,7 +2,7 @@
 //!
 //! Owns the schema, the durability settings, the write path, MVCC reads from the log, watch
 //! fan-out and compaction. Must not know Kubernetes types or HTTP, and must never run SQLite
-//! on an async worker thread (every call goes through `spawn_blocking`).
+//! on an async worker thread: reads go through `spawn_blocking`, writes to the writer thread.
 //!
 //! The model is kine's (k3s-io/kine `pkg/logstructured/sqllog`, `pkg/drivers/generic`; see
 //! `shared/reference/dependencies.md` §2.1), read for facts only:
@@ -13,23 +13,33 @@
 //!   the deleted value, so the delete event can carry it);
 //! * the value of a key at revision `r` is its newest row with id `<= r`, unless that row is
 //!   a tombstone;
-//! * there is one writer (a mutex-guarded connection that also assigns revisions), so the
-//!   revision is gap-free by construction and kine's gap filling is not needed. The
+//! * there is one writer (a thread that owns the write connection and assigns revisions), so
+//!   the revision is gap-free by construction and kine's gap filling is not needed. The
 //!   `AUTOINCREMENT` counter in `sqlite_sequence` is the head revision, even after compaction
 //!   deleted the newest row (a trailing tombstone);
 //! * `meta` holds the compacted revision and how far compaction has deleted rows.
+//!
+//! Writes are group-committed (issue 13). Callers queue their op on a channel and await a
+//! reply; the writer thread takes every op already queued (no waiting for more), applies them
+//! in arrival order in one IMMEDIATE transaction, each checked against the state left by the
+//! ones before it and given the next revision if it passes, and commits once: one fsync for
+//! the whole batch. Only after the commit does it advance the head, publish the events in
+//! revision order and answer the callers, so an acknowledged write survives `kill -9`
+//! exactly as before. A batch that hits a SQLite error is rolled back whole and every op in
+//! it gets the error.
 
 use std::collections::VecDeque;
 use std::fs::{self, DirBuilder, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior, params};
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::oneshot;
 
 use super::{
     KeyValue, ListResult, Revision, Store, StoreError, WatchEvent, WatchSource, WatchStream,
@@ -110,30 +120,71 @@ pub(crate) struct SqliteStore {
 }
 
 struct Inner {
-    /// The only connection that writes. `None` once closed.
-    writer: Mutex<Option<Writer>>,
+    /// The way to the writer thread. `None` once closed; dropping it lets the thread finish
+    /// the jobs already queued and stop.
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// The writer thread, which hands its connection back when it stops. Taken by `close`.
+    thread: Mutex<Option<std::thread::JoinHandle<Writer>>>,
     /// Reads run here, so they never wait for a write's fsync (WAL readers see the last
     /// commit). `None` once closed.
     reader: Mutex<Option<Connection>>,
-    /// Committed writes, in revision order. Dropped by `close`, which ends live watches.
-    events: Mutex<Option<broadcast::Sender<Arc<WatchEvent>>>>,
-    /// The head revision, for `current_revision` without touching SQLite.
-    head: AtomicI64,
+    /// What the writer thread publishes.
+    log: Arc<Log>,
     closed: AtomicBool,
     /// Compactions run one at a time, so their progress marker only moves forward.
     compacting: tokio::sync::Mutex<()>,
 }
 
+/// The state the writer thread shares with the store. It holds no way to reach the thread,
+/// so a store dropped without `close` still stops the thread (its last sender is gone).
+struct Log {
+    /// The head revision, for `current_revision` without touching SQLite. Advanced only
+    /// after a commit.
+    head: AtomicI64,
+    /// Committed writes, in revision order. Dropped by `close`, which ends live watches.
+    events: Mutex<Option<broadcast::Sender<Arc<WatchEvent>>>>,
+    /// Batches committed (fsyncs of write batches), so tests can see writes share them.
+    commits: AtomicU64,
+}
+
+/// The write connection, owned by the writer thread.
 struct Writer {
     conn: Connection,
     /// The last committed revision; the next write gets `rev + 1`.
     rev: Revision,
 }
 
+/// Work for the writer thread.
+enum Job {
+    /// A create, update or delete: group-committed with whatever else is queued.
+    Write(Write),
+    /// Anything else that needs the write connection (compaction), run between batches.
+    Run(Box<dyn FnOnce(&mut Writer) + Send>),
+}
+
+struct Write {
+    key: String,
+    op: Op,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// What a write's caller is answered: its event, or why it did not happen.
+type Outcome = Result<WatchEvent, StoreError>;
+
 enum Op {
     Create(Vec<u8>),
     Update(Vec<u8>, Option<Revision>),
     Delete(Option<Revision>),
+}
+
+impl Op {
+    /// The bytes this op adds to a batch.
+    fn len(&self) -> usize {
+        match self {
+            Op::Create(value) | Op::Update(value, _) => value.len(),
+            Op::Delete(_) => 0,
+        }
+    }
 }
 
 impl SqliteStore {
@@ -164,12 +215,26 @@ impl SqliteStore {
         )?;
         reader.busy_timeout(BUSY_TIMEOUT)?;
 
+        // 3. The writer thread, which owns the write connection from here on.
         let (events, _) = broadcast::channel(WATCH_BUFFER);
-        let inner = Inner {
-            writer: Mutex::new(Some(Writer { conn, rev })),
-            reader: Mutex::new(Some(reader)),
-            events: Mutex::new(Some(events)),
+        let log = Arc::new(Log {
             head: AtomicI64::new(rev),
+            events: Mutex::new(Some(events)),
+            commits: AtomicU64::new(0),
+        });
+        let (jobs, queue) = mpsc::channel();
+        let writer = Writer { conn, rev };
+        let thread_log = Arc::clone(&log);
+        let thread = std::thread::Builder::new()
+            .name("tw-sqlite-writer".into())
+            .spawn(move || writer.run(&queue, &thread_log))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+
+        let inner = Inner {
+            jobs: Mutex::new(Some(jobs)),
+            thread: Mutex::new(Some(thread)),
+            reader: Mutex::new(Some(reader)),
+            log,
             closed: AtomicBool::new(false),
             compacting: tokio::sync::Mutex::new(()),
         };
@@ -194,9 +259,9 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     fs::set_permissions(path, Permissions::from_mode(0o600))
 }
 
-/// Locks a std mutex, ignoring poisoning: a panic inside a critical section drops its
-/// `rusqlite::Transaction` (which rolls back) before the in-memory revision is advanced,
-/// so the guarded state is still consistent.
+/// Locks a std mutex, ignoring poisoning: a panic inside a critical section leaves the
+/// guarded state consistent (a reader's transaction rolls back when dropped; the other
+/// guarded values are channel ends and a thread handle, only ever taken whole).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -208,6 +273,12 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+}
+
+/// What a caller gets when the writer thread died (it panicked) before answering. A write
+/// that was in its batch may or may not have committed.
+fn writer_gone() -> StoreError {
+    StoreError::Backend("the SQLite writer thread has stopped".into())
 }
 
 impl Inner {
@@ -234,98 +305,214 @@ impl Inner {
         .await
     }
 
-    /// Runs `f` holding the write lock.
-    async fn write<T: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&Inner, &mut Writer) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
+    /// Queues `job` for the writer thread. Never blocks (the channel is unbounded: it holds
+    /// at most one job per caller awaiting a reply).
+    fn send(&self, job: Job) -> Result<(), StoreError> {
         self.check_open()?;
-        let inner = Arc::clone(self);
-        blocking(move || {
-            let mut guard = lock(&inner.writer);
-            let writer = guard.as_mut().ok_or(StoreError::Closed)?;
-            f(&inner, writer)
-        })
-        .await
+        lock(&self.jobs)
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(job)
+            .map_err(|_| writer_gone())
     }
 
-    /// Commits one create, update or delete and publishes its event.
-    async fn apply(self: &Arc<Self>, key: &str, op: Op) -> Result<WatchEvent, StoreError> {
+    /// Runs `f` on the writer thread, between two batches of writes.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Writer) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Run(Box::new(move |w| {
+            // An error only means the caller stopped waiting.
+            let _ = reply.send(f(w));
+        })))?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Commits one create, update or delete (in a batch with any others queued meanwhile)
+    /// and returns its event once it is durable and published.
+    async fn apply(&self, key: &str, op: Op) -> Result<WatchEvent, StoreError> {
+        let (reply, answer) = oneshot::channel();
         let key = key.to_owned();
-        self.write(move |inner, w| {
-            let event = w.apply(key, op)?;
-            inner.head.store(event.revision(), Ordering::Release);
-            // Published under the write lock, so the channel carries every revision, in order.
-            if let Some(tx) = lock(&inner.events).as_ref()
-                && tx.receiver_count() > 0
-            {
-                // An error only means the last receiver left meanwhile: nobody to tell.
-                let _ = tx.send(Arc::new(event.clone()));
-            }
-            Ok(event)
-        })
-        .await
+        self.send(Job::Write(Write { key, op, reply }))?;
+        answer.await.map_err(|_| writer_gone())?
     }
 }
 
+/// The most ops in one batch. At most [`WATCH_BUFFER`], so that one batch alone never
+/// overflows a watcher that had caught up.
+const MAX_BATCH_OPS: usize = if cfg!(test) { 8 } else { 256 };
+/// A batch stops taking ops once their values add up to this many bytes.
+const MAX_BATCH_BYTES: usize = 8 << 20;
+const _: () = assert!(MAX_BATCH_OPS <= WATCH_BUFFER);
+
 impl Writer {
-    /// Checks the key's current state and appends the row for `op`, in one transaction.
-    /// Failed checks write nothing and use no revision.
-    fn apply(&mut self, key: String, op: Op) -> Result<WatchEvent, StoreError> {
-        let rev = self.rev + 1;
+    /// The writer thread: runs jobs in arrival order until every sender is gone and the
+    /// queue is empty, then hands the connection back.
+    fn run(mut self, queue: &mpsc::Receiver<Job>, log: &Log) -> Writer {
+        // A job taken off the queue while filling a batch, to run after that batch.
+        let mut next = None;
+        loop {
+            let job = match next.take() {
+                Some(job) => job,
+                None => match queue.recv() {
+                    Ok(job) => job,
+                    Err(mpsc::RecvError) => return self,
+                },
+            };
+            let first = match job {
+                Job::Run(f) => {
+                    f(&mut self);
+                    continue;
+                }
+                Job::Write(write) => write,
+            };
+            // Batch only what is already queued: a lone writer never waits for company.
+            let mut bytes = first.op.len();
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
+                match queue.try_recv() {
+                    Ok(Job::Write(write)) => {
+                        bytes += write.op.len();
+                        batch.push(write);
+                    }
+                    Ok(job) => {
+                        next = Some(job);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(batch, log);
+        }
+    }
+
+    /// Commits `batch` and answers every caller in it.
+    fn commit_batch(&mut self, batch: Vec<Write>, log: &Log) {
+        let (ops, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|w| ((w.key, w.op), w.reply)).unzip();
+        let outcomes = match self.apply_batch(ops) {
+            Ok((outcomes, committed)) => {
+                log.commits
+                    .fetch_add(u64::from(committed), Ordering::Relaxed);
+                outcomes
+            }
+            Err(e) => {
+                // Rolled back: nothing in the batch happened, so nobody may see success.
+                let message = match e {
+                    StoreError::Backend(message) => message,
+                    other => other.to_string(),
+                };
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Backend(message.clone())));
+                }
+                return;
+            }
+        };
+        // Durable now: advance the head, then publish, so a watcher that sees an event can
+        // read its revision; then answer, so a caller's next read sees its own write.
+        log.head.store(self.rev, Ordering::Release);
+        if let Some(tx) = lock(&log.events).as_ref()
+            && tx.receiver_count() > 0
+        {
+            for event in outcomes.iter().flatten() {
+                // An error only means the last receiver left meanwhile: nobody to tell.
+                let _ = tx.send(Arc::new(event.clone()));
+            }
+        }
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            // An error only means the caller stopped waiting; the write stands.
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Applies `ops` in order in one transaction and commits it. Each op gets its own
+    /// outcome: a failed check (exists, missing, wrong revision) writes nothing and uses no
+    /// revision. The outer error is a SQLite failure: then the whole batch is rolled back
+    /// and `self.rev` is unchanged. Also returns whether a commit (an fsync) happened.
+    fn apply_batch(&mut self, ops: Vec<(String, Op)>) -> Result<(Vec<Outcome>, bool), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let live = live_row(&tx, &key)?;
-        let event = match op {
-            Op::Create(value) => {
-                if live.is_some() {
-                    return Err(StoreError::AlreadyExists(key));
-                }
-                WatchEvent::Put {
-                    kv: kv(key, value, rev, rev),
-                    prev: None,
-                }
+        let mut rev = self.rev;
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for (key, op) in ops {
+            // Reads in `tx` see the rows of the earlier ops of this batch.
+            let outcome = event_for(live_row(&tx, &key)?, key, op, rev + 1);
+            if let Ok(event) = &outcome {
+                insert_row(&tx, event)?;
+                rev += 1;
             }
-            Op::Update(value, expected) => {
-                let prev = check_expected(live, &key, expected)?;
-                let kv = kv(key, value, prev.create_revision, rev);
-                WatchEvent::Put {
-                    kv,
-                    prev: Some(prev),
-                }
-            }
-            Op::Delete(expected) => {
-                let prev = check_expected(live, &key, expected)?;
-                WatchEvent::Delete {
-                    prev,
-                    revision: rev,
-                }
-            }
-        };
-        // The row is the event: replay turns it back into the same event.
-        let (created, deleted, kv, prev_revision) = match &event {
-            WatchEvent::Put { kv, prev } => (
-                prev.is_none(),
-                false,
-                kv,
-                prev.as_ref().map_or(0, |p| p.mod_revision),
-            ),
-            WatchEvent::Delete { prev, .. } => (false, true, prev, prev.mod_revision),
-        };
-        tx.prepare_cached(INSERT)?.execute(params![
-            rev,
-            kv.key,
-            created,
-            deleted,
-            kv.create_revision,
-            prev_revision,
-            kv.value
-        ])?;
+            outcomes.push(outcome);
+        }
+        if rev == self.rev {
+            // Every check failed: nothing to make durable (dropping `tx` rolls back).
+            return Ok((outcomes, false));
+        }
+        // Dropping `tx` on a failed COMMIT rolls back what is left of it.
         tx.commit()?;
         self.rev = rev;
-        Ok(event)
+        Ok((outcomes, true))
     }
+}
+
+/// The event `op` on `key` makes at revision `rev`, given the key's live value; a failed
+/// check is the op's error.
+fn event_for(
+    live: Option<KeyValue>,
+    key: String,
+    op: Op,
+    rev: Revision,
+) -> Result<WatchEvent, StoreError> {
+    Ok(match op {
+        Op::Create(value) => {
+            if live.is_some() {
+                return Err(StoreError::AlreadyExists(key));
+            }
+            WatchEvent::Put {
+                kv: kv(key, value, rev, rev),
+                prev: None,
+            }
+        }
+        Op::Update(value, expected) => {
+            let prev = check_expected(live, &key, expected)?;
+            let kv = kv(key, value, prev.create_revision, rev);
+            WatchEvent::Put {
+                kv,
+                prev: Some(prev),
+            }
+        }
+        Op::Delete(expected) => {
+            let prev = check_expected(live, &key, expected)?;
+            WatchEvent::Delete {
+                prev,
+                revision: rev,
+            }
+        }
+    })
+}
+
+/// Appends the row of `event`. The row is the event: replay turns it back into the same event.
+fn insert_row(conn: &Connection, event: &WatchEvent) -> Result<(), StoreError> {
+    let (created, deleted, kv, prev_revision) = match event {
+        WatchEvent::Put { kv, prev } => (
+            prev.is_none(),
+            false,
+            kv,
+            prev.as_ref().map_or(0, |p| p.mod_revision),
+        ),
+        WatchEvent::Delete { prev, .. } => (false, true, prev, prev.mod_revision),
+    };
+    conn.prepare_cached(INSERT)?.execute(params![
+        event.revision(),
+        kv.key,
+        created,
+        deleted,
+        kv.create_revision,
+        prev_revision,
+        kv.value
+    ])?;
+    Ok(())
 }
 
 /// The live value of `key` (its newest row, unless that is a tombstone).
@@ -539,7 +726,7 @@ impl WatchSource for Watcher {
 impl Store for SqliteStore {
     async fn current_revision(&self) -> Result<Revision, StoreError> {
         self.inner.check_open()?;
-        Ok(self.inner.head.load(Ordering::Acquire))
+        Ok(self.inner.log.head.load(Ordering::Acquire))
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
@@ -618,7 +805,7 @@ impl Store for SqliteStore {
         self.inner.check_open()?;
         // 1. Subscribe first: every write committed from now on reaches `rx`, and the replay
         //    (which starts later) sees every write before, so nothing falls in between.
-        let rx = lock(&self.inner.events)
+        let rx = lock(&self.inner.log.events)
             .as_ref()
             .ok_or(StoreError::Closed)?
             .subscribe();
@@ -648,7 +835,7 @@ impl Store for SqliteStore {
         //    fail instead of seeing rows vanish.
         let mut done = self
             .inner
-            .write(move |_, w| {
+            .write(move |w| {
                 let compacted = meta(&w.conn, COMPACTED)?;
                 check_revision(revision, w.rev, compacted)?;
                 w.conn.execute(SET_META, params![revision, COMPACTED])?;
@@ -662,7 +849,7 @@ impl Store for SqliteStore {
         while done < revision {
             let (lo, hi) = (done, revision.min(done.saturating_add(COMPACT_BATCH)));
             self.inner
-                .write(move |_, w| {
+                .write(move |w| {
                     let tx = w
                         .conn
                         .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -680,22 +867,27 @@ impl Store for SqliteStore {
         self.inner.read(|c| meta(c, COMPACTED)).await
     }
 
-    /// Waits for the write in flight, closes both connections (checkpointing the WAL) and
-    /// ends every watch. Closing twice is fine.
+    /// Finishes the writes already queued (later ones get `Closed`), stops the writer
+    /// thread, closes both connections (checkpointing the WAL) and ends every watch.
+    /// Closing twice is fine.
     async fn close(&self) -> Result<(), StoreError> {
         self.inner.closed.store(true, Ordering::Release);
         let inner = Arc::clone(&self.inner);
         blocking(move || {
-            let writer = lock(&inner.writer).take();
-            let reader = lock(&inner.reader).take();
-            // Dropping the only sender ends every live watch stream.
-            drop(lock(&inner.events).take());
             // 1. The reader first, so that no snapshot of ours pins the WAL.
-            if let Some(r) = reader {
-                r.close().map_err(|(_, e)| e)?;
-            }
-            if let Some(w) = writer {
-                // 2. Copy every commit into the database file and cut the WAL to zero bytes:
+            let reader = lock(&inner.reader).take();
+            let closed_reader = reader.map_or(Ok(()), |r| r.close().map_err(|(_, e)| e));
+            // 2. Dropping the only sender lets the thread run out the queue and return the
+            //    connection. Every queued write is answered before it does.
+            drop(lock(&inner.jobs).take());
+            let thread = lock(&inner.thread).take();
+            let writer = thread.map(|t| t.join().map_err(|_| writer_gone()));
+            // 3. Dropping the only event sender ends every live watch stream; nothing more
+            //    will be published.
+            drop(lock(&inner.log.events).take());
+            closed_reader?;
+            if let Some(w) = writer.transpose()? {
+                // 4. Copy every commit into the database file and cut the WAL to zero bytes:
                 //    after a clean stop, the .db file alone holds everything (a copy of it is
                 //    a complete database). Closing the last connection then removes the -wal.
                 checkpoint_truncate(&w.conn)?;
@@ -842,9 +1034,30 @@ fn put_kv(event: WatchEvent) -> Result<KeyValue, StoreError> {
 }
 
 #[cfg(test)]
+impl SqliteStore {
+    /// Holds the writer thread (between batches) until the returned sender is dropped, so
+    /// that the writes queued meanwhile are committed as one batch.
+    fn pause_writer(&self) -> mpsc::Sender<()> {
+        let (release, released) = mpsc::channel::<()>();
+        let paused = Job::Run(Box::new(move |_| {
+            // Err once the test drops `release`: that is the signal to go on.
+            let _ = released.recv();
+        }));
+        self.inner.send(paused).expect("the store is open");
+        release
+    }
+
+    /// Write batches committed so far (each one fsync).
+    fn commits(&self) -> u64 {
+        self.inner.log.commits.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::path::{Path, PathBuf};
+    use std::pin::Pin;
 
     use super::*;
     use crate::store::conformance::{conformance_tests, next_event, next_item, with_guard};
@@ -913,16 +1126,21 @@ mod tests {
         assert_eq!(next.mod_revision, live.revision + 1);
     }
 
-    #[test]
-    fn writes_are_fsynced_through_a_wal() {
+    #[tokio::test]
+    async fn writes_are_fsynced_through_a_wal() {
         let (_dir, _, s) = temp_store();
-        let guard = lock(&s.inner.writer);
-        let conn = &guard.as_ref().unwrap().conn;
-        let sync: i64 = conn
-            .pragma_query_value(None, "synchronous", |r| r.get(0))
-            .unwrap();
-        let journal: String = conn
-            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        let (sync, journal) = s
+            .inner
+            .write(|w| {
+                let sync: i64 = w
+                    .conn
+                    .pragma_query_value(None, "synchronous", |r| r.get(0))?;
+                let journal: String = w
+                    .conn
+                    .pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+                Ok((sync, journal))
+            })
+            .await
             .unwrap();
         assert_eq!((sync, journal.as_str()), (2, "wal"), "2 is FULL");
     }
@@ -1107,6 +1325,359 @@ mod tests {
             other => panic!("expected Compacted, got {other:?}"),
         }
         assert!(next_item(&mut w).await.is_none());
+    }
+
+    /// A write that resolves to its revision, so creates, updates and deletes fit one list.
+    type Queued<'a> = Pin<Box<dyn Future<Output = Result<Revision, StoreError>> + Send + 'a>>;
+
+    fn put<'a>(
+        write: impl Future<Output = Result<KeyValue, StoreError>> + Send + 'a,
+    ) -> Queued<'a> {
+        Box::pin(async move { write.await.map(|kv| kv.mod_revision) })
+    }
+
+    fn del<'a>(
+        write: impl Future<Output = Result<(KeyValue, Revision), StoreError>> + Send + 'a,
+    ) -> Queued<'a> {
+        Box::pin(async move { write.await.map(|(_, revision)| revision) })
+    }
+
+    /// Polls each write once, in order: far enough to queue its op for the (paused) writer
+    /// thread, which answers it later.
+    async fn queue_in_order(writes: Vec<Queued<'_>>) -> Vec<Queued<'_>> {
+        let mut queued = Vec::new();
+        for mut write in writes {
+            assert!(
+                futures::poll!(write.as_mut()).is_pending(),
+                "answered early"
+            );
+            queued.push(write);
+        }
+        queued
+    }
+
+    async fn answers(writes: Vec<Queued<'_>>) -> Vec<Result<Revision, StoreError>> {
+        let all = futures::future::join_all(writes);
+        tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .expect("every write is answered")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn r13_concurrent_writers_get_gap_free_revisions_and_every_event_once_in_order() {
+        const TASKS: usize = 64;
+        const EACH: usize = 50;
+        let total = (TASKS * EACH) as Revision;
+        let (_dir, _, s) = temp_store();
+        // The watcher runs alongside the writers. Batches arrive faster than a watcher with
+        // this test-sized buffer may drain them; a lagged one resumes from its last revision
+        // as a client does, so what it gets must still be every revision once, in order.
+        let watched = {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                let (mut last, mut resumed) = (0, 0);
+                while last < total {
+                    let mut w = s.watch("", last).await.unwrap();
+                    loop {
+                        match next_item(&mut w).await {
+                            Some(Ok(event)) => {
+                                assert_eq!(event.revision(), last + 1, "in order, once");
+                                last += 1;
+                                if last == total {
+                                    break;
+                                }
+                            }
+                            Some(Err(StoreError::WatchLagged)) => {
+                                resumed += 1;
+                                break;
+                            }
+                            other => panic!("at {last}: {other:?}"),
+                        }
+                    }
+                }
+                (last, resumed)
+            })
+        };
+        let writers: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move {
+                    let mut revisions = Vec::with_capacity(EACH);
+                    for i in 0..EACH {
+                        let kv = s.create(&format!("k/{t}/{i}"), vec![t as u8]).await;
+                        revisions.push(kv.unwrap().mod_revision);
+                    }
+                    revisions
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for writer in writers {
+            let revisions = writer.await.unwrap();
+            assert!(
+                revisions.is_sorted(),
+                "one writer's writes are in its order"
+            );
+            all.extend(revisions);
+        }
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (1..=total).collect::<Vec<_>>(),
+            "gap-free, none shared"
+        );
+        assert_eq!(s.current_revision().await.unwrap(), total);
+        let (last, resumed) = watched.await.unwrap();
+        assert_eq!(last, total);
+        let commits = s.commits();
+        assert!(
+            commits < total as u64,
+            "{total} writes took {commits} commits (watch resumed {resumed} times)"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn r13_every_acknowledged_write_of_concurrent_batches_survives_a_crash() {
+        let (_dir, path, s) = temp_store();
+        let writers: Vec<_> = (0..32)
+            .map(|t| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    for i in 0..10 {
+                        let key = format!("k/{t:02}/{i}");
+                        let kv = s.create(&key, vec![i]).await.unwrap();
+                        acked.push((key, kv.mod_revision));
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let mut acked = Vec::new();
+        for writer in writers {
+            acked.extend(writer.await.unwrap());
+        }
+        assert!(s.commits() < acked.len() as u64, "the writes were batched");
+        // Like kill -9: nothing is closed or checkpointed; the next open recovers the WAL.
+        std::mem::forget(s);
+        let s = SqliteStore::open(&path).unwrap();
+        for (key, revision) in &acked {
+            let kv = s
+                .get(key)
+                .await
+                .unwrap()
+                .expect("an acknowledged write is kept");
+            assert_eq!(kv.mod_revision, *revision, "{key}");
+        }
+        assert_eq!(s.current_revision().await.unwrap(), acked.len() as Revision);
+    }
+
+    #[tokio::test]
+    async fn r13_queued_writes_share_one_commit() {
+        let (_dir, _, s) = temp_store();
+        s.create("before", vec![]).await.unwrap();
+        assert_eq!(s.commits(), 1, "a lone write commits at once");
+        let release = s.pause_writer();
+        let n = 8;
+        assert!(n <= MAX_BATCH_OPS, "one batch");
+        let keys: Vec<String> = (0..n).map(|i| format!("k/{i}")).collect();
+        let writes = keys.iter().map(|k| put(s.create(k, vec![1]))).collect();
+        let queued = queue_in_order(writes).await;
+        drop(release);
+        let revisions: Vec<Revision> = answers(queued)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            revisions,
+            (2..=n as Revision + 1).collect::<Vec<_>>(),
+            "in arrival order"
+        );
+        assert_eq!(s.commits(), 2, "{n} writes, one commit");
+    }
+
+    #[tokio::test]
+    async fn r13_each_writer_in_a_batch_gets_its_own_answer_and_failures_use_no_revision() {
+        let (_dir, _, s) = temp_store();
+        let mut w = s.watch("", 0).await.unwrap();
+        let release = s.pause_writer();
+        // Later ops see the earlier ones of the same batch.
+        let writes = vec![
+            put(s.create("a", vec![1])),
+            put(s.create("a", vec![2])),
+            put(s.update("a", vec![3], Some(1))),
+            put(s.update("a", vec![4], Some(1))),
+            del(s.delete("b", None)),
+            put(s.create("b", vec![5])),
+            del(s.delete("b", Some(3))),
+            put(s.update("c", vec![6], None)),
+        ];
+        assert!(writes.len() <= MAX_BATCH_OPS, "one batch");
+        let queued = queue_in_order(writes).await;
+        drop(release);
+        let got = answers(queued).await;
+        assert_eq!(s.commits(), 1);
+        assert!(matches!(&got[0], Ok(1)), "{got:?}");
+        assert!(
+            matches!(&got[1], Err(StoreError::AlreadyExists(k)) if k == "a"),
+            "{got:?}"
+        );
+        assert!(matches!(&got[2], Ok(2)), "{got:?}");
+        assert!(
+            matches!(
+                &got[3],
+                Err(StoreError::Conflict {
+                    expected: 1,
+                    actual: 2,
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+        assert!(
+            matches!(&got[4], Err(StoreError::NotFound(k)) if k == "b"),
+            "{got:?}"
+        );
+        assert!(matches!(&got[5], Ok(3)), "{got:?}");
+        assert!(matches!(&got[6], Ok(4)), "{got:?}");
+        assert!(
+            matches!(&got[7], Err(StoreError::NotFound(k)) if k == "c"),
+            "{got:?}"
+        );
+        assert_eq!(s.current_revision().await.unwrap(), 4);
+        let a = s.get("a").await.unwrap().unwrap();
+        assert_eq!(
+            (a.value, a.create_revision, a.mod_revision),
+            (vec![3], 1, 2)
+        );
+        assert!(s.get("b").await.unwrap().is_none());
+        // The watch gets the four changes in order, each with the value it replaced.
+        let mut events = Vec::new();
+        for _ in 0..4 {
+            events.push(next_event(&mut w).await);
+        }
+        let revisions: Vec<Revision> = events.iter().map(WatchEvent::revision).collect();
+        assert_eq!(revisions, [1, 2, 3, 4]);
+        match &events[1] {
+            WatchEvent::Put {
+                kv,
+                prev: Some(prev),
+            } => {
+                assert_eq!(
+                    (kv.value.as_slice(), prev.value.as_slice()),
+                    ([3].as_slice(), [1].as_slice())
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&events[3], WatchEvent::Delete { prev, revision: 4 } if prev.key == "b"));
+        // The next write follows on.
+        assert_eq!(s.create("c", vec![]).await.unwrap().mod_revision, 5);
+        // A batch whose every check fails needs no commit.
+        let release = s.pause_writer();
+        let queued =
+            queue_in_order(vec![put(s.create("a", vec![])), del(s.delete("x", None))]).await;
+        drop(release);
+        assert!(answers(queued).await.iter().all(Result::is_err));
+        assert_eq!(s.commits(), 2);
+    }
+
+    #[tokio::test]
+    async fn r13_a_sqlite_error_fails_and_rolls_back_the_whole_batch() {
+        let (_dir, path, s) = temp_store();
+        // A row SQLite refuses to insert, in the middle of a batch.
+        s.inner
+            .write(|w| {
+                let poison = "CREATE TEMP TRIGGER poison BEFORE INSERT ON kv
+                    WHEN NEW.name = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END";
+                Ok(w.conn.execute_batch(poison)?)
+            })
+            .await
+            .unwrap();
+        let release = s.pause_writer();
+        let writes = vec![
+            put(s.create("x", vec![])),
+            put(s.create("poison", vec![])),
+            put(s.create("y", vec![])),
+        ];
+        let queued = queue_in_order(writes).await;
+        drop(release);
+        for answer in answers(queued).await {
+            match answer {
+                Err(StoreError::Backend(e)) => assert!(e.contains("poisoned"), "{e}"),
+                other => panic!("every write of the batch fails, got {other:?}"),
+            }
+        }
+        assert_eq!((s.commits(), row_count(&path)), (0, 0));
+        assert_eq!(s.current_revision().await.unwrap(), 0);
+        assert!(s.get("x").await.unwrap().is_none());
+        // The revision was not used up: the next write takes 1.
+        assert_eq!(s.create("x", vec![]).await.unwrap().mod_revision, 1);
+    }
+
+    #[tokio::test]
+    async fn r13_close_finishes_queued_writes_and_stops_the_writer() {
+        let (_dir, path, s) = temp_store();
+        let mut w = s.watch("", 0).await.unwrap();
+        s.create("first", vec![]).await.unwrap();
+        // Caught up: the rest comes from the channel, which outlives the closed reader.
+        assert_eq!(next_event(&mut w).await.revision(), 1);
+        let release = s.pause_writer();
+        let queued =
+            queue_in_order(vec![put(s.create("a", vec![])), put(s.create("b", vec![]))]).await;
+        let closing = {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.close().await })
+        };
+        while !s.inner.closed.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            s.create("late", vec![]).await,
+            Err(StoreError::Closed)
+        ));
+        drop(release);
+        let got = answers(queued).await;
+        assert!(matches!(&got[..], [Ok(2), Ok(3)]), "{got:?}");
+        tokio::time::timeout(Duration::from_secs(10), closing)
+            .await
+            .expect("close returns")
+            .unwrap()
+            .unwrap();
+        assert!(lock(&s.inner.thread).is_none() && lock(&s.inner.jobs).is_none());
+        // The watch got both queued writes, then ended.
+        assert_eq!(next_event(&mut w).await.revision(), 2);
+        assert_eq!(next_event(&mut w).await.revision(), 3);
+        assert!(next_item(&mut w).await.is_none());
+        s.close().await.unwrap();
+        assert_eq!(row_count(&path), 3);
+    }
+
+    #[tokio::test]
+    async fn r13_a_dead_writer_thread_is_an_error_not_a_hang() {
+        let (_dir, _, s) = temp_store();
+        let mut w = s.watch("", 0).await.unwrap();
+        let (reply, answer) = oneshot::channel::<()>();
+        let crash = Job::Run(Box::new(move |_| {
+            let _reply = reply;
+            panic!("the writer thread dies (on purpose, in a test)");
+        }));
+        s.inner.send(crash).unwrap();
+        // The dropped reply tells us the thread has unwound.
+        assert!(answer.await.is_err());
+        for _ in 0..2 {
+            match s.create("k", vec![]).await {
+                Err(StoreError::Backend(e)) => assert!(e.contains("writer thread"), "{e}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(10), s.close()).await;
+        assert!(
+            matches!(closed, Ok(Err(StoreError::Backend(_)))),
+            "{closed:?}"
+        );
+        assert!(next_item(&mut w).await.is_none(), "watches end");
     }
 
     #[test]
