@@ -19,13 +19,15 @@
 //! Everything else, and everything while the copy is not ready, goes to the backend, so the
 //! answers are those of the backend at some revision, never a mix.
 //!
-//! Watches are served from the copy too, for every key: the task keeps the last
-//! [`HISTORY`] changes and hands each new one to every watcher after it has applied it. So
-//! one backend watch feeds every watcher of the process, and whoever reacts to a change
-//! (a controller, a client's informer) and then reads finds the copy at least as new as the
-//! change. A watcher that falls [`HISTORY`] changes behind is ended with `WatchLagged` (the
-//! client re-lists, as kube-apiserver's 410 asks), so a slow watcher costs bounded memory;
-//! a watch from before the kept history goes to the backend.
+//! Watches are served from the copy too, for every key, as kube-apiserver's watch cache
+//! serves them: the task keeps the last changes (at most [`HISTORY_EVENTS`] of them and
+//! [`HISTORY_BYTES`] of values) and every watcher reads them from its own position once the
+//! copy has applied them. So one backend watch feeds every watcher of the process, and
+//! whoever reacts to a change (a controller, a client's informer) and then reads finds the
+//! copy at least as new as the change. A watcher whose position falls out of the kept
+//! history is ended with `WatchLagged` (the client lists again, as kube-apiserver's 410
+//! asks): a slow watcher holds no memory of its own, and the history is bounded. A watch
+//! from before the kept history goes to the backend.
 //!
 //! Like the rest of `store`, it knows bytes and keys only: the caller names the ranges.
 
@@ -37,16 +39,20 @@ use std::time::Duration;
 use std::collections::VecDeque;
 
 use futures::StreamExt;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use super::{
     KeyValue, ListResult, Revision, Store, StoreError, WatchEvent, WatchSource, WatchStream,
     watch_stream,
 };
 
-/// Changes kept for watches that start in the past, and how far behind a watcher may fall
-/// before it is ended: the memory a watcher can hold is bounded by this.
-const HISTORY: usize = 1024;
+/// The most changes kept for watchers (a burst of this many writes reaches every watcher
+/// that keeps reading), and the most bytes of values they may hold.
+const HISTORY_EVENTS: usize = if cfg!(test) { 64 } else { 10_000 };
+const HISTORY_BYTES: usize = 8 << 20;
+
+/// Changes a watcher takes from the history per lock.
+const WATCH_BATCH: usize = 64;
 
 /// How long a write to a cached key waits for the copy to apply it before it answers
 /// anyway (the copy is then resyncing, and reads go to the backend meanwhile).
@@ -83,9 +89,10 @@ struct State {
     objects: BTreeMap<String, Entry>,
     /// The last changes, oldest first: every change after `floor` up to `revision`.
     history: VecDeque<Arc<WatchEvent>>,
+    history_bytes: usize,
     floor: Revision,
-    /// Live changes for the watchers; replaced when the copy is reset, which ends them.
-    live: broadcast::Sender<Arc<WatchEvent>>,
+    /// Counts loads and resets: a watcher of an earlier one has ended.
+    generation: u64,
 }
 
 impl Default for State {
@@ -96,8 +103,9 @@ impl Default for State {
             revision: 0,
             objects: BTreeMap::new(),
             history: VecDeque::new(),
+            history_bytes: 0,
             floor: 0,
-            live: broadcast::Sender::new(HISTORY),
+            generation: 0,
         }
     }
 }
@@ -233,16 +241,15 @@ impl Copy {
                 _ => {}
             }
             state.revision = revision;
-            if state.history.len() == HISTORY
-                && let Some(oldest) = state.history.pop_front()
-            {
+            state.history_bytes += size(&event);
+            state.history.push_back(event);
+            while state.history.len() > HISTORY_EVENTS || state.history_bytes > HISTORY_BYTES {
+                let Some(oldest) = state.history.pop_front() else {
+                    break;
+                };
+                state.history_bytes -= size(&oldest);
                 state.floor = oldest.revision();
             }
-            state.history.push_back(Arc::clone(&event));
-            // Sent under the lock, so a watcher that copies the history and subscribes
-            // under the read lock sees every change exactly once. An error only means that
-            // nobody watches.
-            let _ = state.live.send(event);
         }
         self.publish(revision);
     }
@@ -263,35 +270,61 @@ impl Copy {
     /// Forgets everything: reads go to the backend and watchers are ended.
     fn reset(&self) {
         let mut state = self.write();
-        let closed = state.closed;
         *state = State {
-            closed,
+            closed: state.closed,
+            generation: state.generation + 1,
             ..State::default()
         };
+        drop(state);
         self.ready.send_replace(false);
+        // Wakes the watchers, which find they belong to an earlier generation.
+        self.applied.send_modify(|_| {});
     }
 
     /// A watch served from the copy, when it is ready and holds every change after `after`
     /// (a revision it has not reached, or one compacted away, is the backend's to judge).
-    fn watch(&self, prefix: &str, after: Revision) -> Option<WatchStream> {
+    fn watch(self: &Arc<Self>, prefix: &str, after: Revision) -> Option<WatchStream> {
         let state = self.read();
         if !state.ready || after < state.floor || after > state.revision {
             return None;
         }
-        let replay: VecDeque<Arc<WatchEvent>> = state
-            .history
-            .iter()
-            .filter(|e| e.revision() > after && e.key().starts_with(prefix))
-            .cloned()
-            .collect();
-        let live = state.live.subscribe();
         Some(watch_stream(CopyWatch {
+            copy: Arc::clone(self),
             prefix: prefix.to_owned(),
-            after: replay.back().map_or(after, |e| e.revision()),
-            replay,
-            live,
+            after,
+            generation: state.generation,
+            applied: self.applied.subscribe(),
+            batch: VecDeque::new(),
             done: false,
         }))
+    }
+
+    /// The next changes under `prefix` after `after`, at most [`WATCH_BATCH`]; `None` when
+    /// the watcher's generation is over, `Err` when `after` left the kept history.
+    fn changes_after(
+        &self,
+        prefix: &str,
+        after: Revision,
+        generation: u64,
+        out: &mut VecDeque<Arc<WatchEvent>>,
+    ) -> Option<Result<(), StoreError>> {
+        let state = self.read();
+        if state.generation != generation || state.closed {
+            return None;
+        }
+        if after < state.floor {
+            return Some(Err(StoreError::WatchLagged));
+        }
+        let start = state.history.partition_point(|e| e.revision() <= after);
+        out.extend(
+            state
+                .history
+                .range(start..)
+                .filter(|e| e.key().starts_with(prefix))
+                .take(WATCH_BATCH)
+                .cloned(),
+        );
+        Some(Ok(()))
     }
 }
 
@@ -346,6 +379,7 @@ async fn load(backend: &dyn Store, copy: &Copy) -> Result<Revision, StoreError> 
             revision,
             objects,
             floor: revision,
+            generation: state.generation + 1,
             ..State::default()
         };
     }
@@ -449,41 +483,68 @@ impl Store for CachedStore {
     }
 }
 
-/// One watcher of the copy: the kept changes it asked for, then the live ones.
+/// The bytes a kept change holds.
+fn size(event: &WatchEvent) -> usize {
+    match event {
+        WatchEvent::Put { kv, prev } => {
+            kv.key.len() + kv.value.len() + prev.as_ref().map_or(0, |p| p.value.len())
+        }
+        WatchEvent::Delete { prev, .. } => prev.key.len() + prev.value.len(),
+    }
+}
+
+/// One watcher of the copy: its position in the kept history, and the changes it took from
+/// there and has not yielded yet.
 struct CopyWatch {
+    copy: Arc<Copy>,
     prefix: String,
-    /// The revision of the last change yielded; live changes up to it were replayed.
+    /// The revision of the last change taken from the history.
     after: Revision,
-    replay: VecDeque<Arc<WatchEvent>>,
-    live: broadcast::Receiver<Arc<WatchEvent>>,
+    generation: u64,
+    applied: watch::Receiver<Revision>,
+    batch: VecDeque<Arc<WatchEvent>>,
     done: bool,
 }
 
 #[async_trait::async_trait]
 impl WatchSource for CopyWatch {
     async fn next(&mut self) -> Option<Result<WatchEvent, StoreError>> {
-        if let Some(event) = self.replay.pop_front() {
-            return Some(Ok(event.as_ref().clone()));
-        }
-        while !self.done {
-            match self.live.recv().await {
-                Ok(event)
-                    if event.revision() > self.after && event.key().starts_with(&self.prefix) =>
-                {
-                    self.after = event.revision();
-                    return Some(Ok(event.as_ref().clone()));
-                }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => {
+        loop {
+            if let Some(event) = self.batch.pop_front() {
+                return Some(Ok(event.as_ref().clone()));
+            }
+            if self.done {
+                return None;
+            }
+            // Marked seen before the history is read: a change applied after this read
+            // wakes the wait below.
+            self.applied.borrow_and_update();
+            let head = self.copy.read().revision;
+            match self.copy.changes_after(
+                &self.prefix,
+                self.after,
+                self.generation,
+                &mut self.batch,
+            ) {
+                // The copy was reset (its backend watch was lost, or the store closed):
+                // the watch ends, and the client resumes from its last revision.
+                None => self.done = true,
+                Some(Err(e)) => {
                     self.done = true;
-                    return Some(Err(StoreError::WatchLagged));
+                    return Some(Err(e));
                 }
-                // The copy was reset (its watch was lost, or the store closed): what comes
-                // next is unknown to this watcher, which must list again.
-                Err(broadcast::error::RecvError::Closed) => self.done = true,
+                Some(Ok(())) => match self.batch.back() {
+                    Some(last) => self.after = last.revision(),
+                    None => {
+                        // Nothing under the prefix up to `head`: skip past it and wait.
+                        self.after = self.after.max(head);
+                        if self.applied.changed().await.is_err() {
+                            self.done = true;
+                        }
+                    }
+                },
             }
         }
-        None
     }
 }
 
@@ -745,7 +806,7 @@ mod tests {
         let (_dir, store) = cached().await;
         let start = store.current_revision().await.unwrap();
         let mut slow = store.watch("/registry/", start).await.unwrap();
-        for i in 0..(HISTORY + 8) {
+        for i in 0..(HISTORY_EVENTS + 8) {
             store
                 .create(&format!("/registry/configmaps/a/c{i}"), Vec::new())
                 .await
@@ -759,7 +820,7 @@ mod tests {
                 other => panic!("expected WatchLagged, got {other:?} after {delivered}"),
             }
         }
-        assert!(delivered < HISTORY + 8);
+        assert!(delivered < HISTORY_EVENTS + 8);
         assert!(
             crate::store::conformance::next_item(&mut slow)
                 .await
