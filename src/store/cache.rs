@@ -79,6 +79,7 @@ struct Copy {
     ready: watch::Sender<bool>,
 }
 
+#[derive(Default)]
 struct State {
     /// Whether `objects` is the backend's state at `revision`; when false, reads go to the
     /// backend.
@@ -95,20 +96,6 @@ struct State {
     generation: u64,
 }
 
-impl Default for State {
-    fn default() -> State {
-        State {
-            ready: false,
-            closed: false,
-            revision: 0,
-            objects: BTreeMap::new(),
-            history: VecDeque::new(),
-            history_bytes: 0,
-            floor: 0,
-            generation: 0,
-        }
-    }
-}
 
 /// One live key. The key itself is the map's key, so it is held once.
 struct Entry {
