@@ -96,6 +96,24 @@ struct State {
     generation: u64,
 }
 
+impl State {
+    /// Whether the keys under `prefix` are now as they were at revision `at`: the kept
+    /// history covers every change since, and none touched them. Then the later pages of a
+    /// list read at `at` come from memory too, though other keys (a Lease renewal) moved on.
+    fn unchanged_since(&self, prefix: &str, at: Revision) -> bool {
+        if at == self.revision {
+            return true;
+        }
+        if at < self.floor || at > self.revision {
+            return false;
+        }
+        let start = self.history.partition_point(|e| e.revision() <= at);
+        !self
+            .history
+            .range(start..)
+            .any(|e| e.key().starts_with(prefix))
+    }
+}
 
 /// One live key. The key itself is the map's key, so it is held once.
 struct Entry {
@@ -408,8 +426,10 @@ impl Store for CachedStore {
     ) -> Result<ListResult, StoreError> {
         if self.copy.holds(prefix) {
             let state = self.copy.read();
-            if state.ready && at.is_none_or(|at| at == state.revision) {
-                return Ok(list_from(&state, prefix, start_after, limit));
+            if state.ready && at.is_none_or(|at| state.unchanged_since(prefix, at)) {
+                let mut page = list_from(&state, prefix, start_after, limit);
+                page.revision = at.unwrap_or(page.revision);
+                return Ok(page);
             }
         }
         self.backend.list(prefix, start_after, limit, at).await
@@ -710,9 +730,22 @@ mod tests {
         let cached = store.list("/registry/pods/", None, 0, None).await.unwrap();
         assert_eq!(backend.items, cached.items);
         assert_eq!(backend.revision, cached.revision);
-        // A page at an older revision comes from the backend, as of that revision.
-        store.delete("/registry/pods/a/p4", None).await.unwrap();
-        let old = store
+        // Writes elsewhere leave the range as it was: a later page at the first page's
+        // revision still comes from memory (the backend, compacted past it, could not).
+        store
+            .create("/registry/configmaps/a/c", Vec::new())
+            .await
+            .unwrap();
+        let head = store.current_revision().await.unwrap();
+        store.backend.compact(head).await.unwrap();
+        assert!(matches!(
+            store
+                .backend
+                .list("/registry/pods/a/", None, 0, Some(first.revision))
+                .await,
+            Err(StoreError::Compacted { .. })
+        ));
+        let later = store
             .list(
                 "/registry/pods/a/",
                 Some("/registry/pods/a/p1"),
@@ -721,7 +754,28 @@ mod tests {
             )
             .await
             .unwrap();
+        assert_eq!(
+            (later.items, later.revision),
+            (rest.items.clone(), first.revision)
+        );
+        // A page at a revision before a change to the range comes from the backend, as
+        // of that revision.
+        let before = store.current_revision().await.unwrap();
+        store.delete("/registry/pods/a/p4", None).await.unwrap();
+        let old = store
+            .list(
+                "/registry/pods/a/",
+                Some("/registry/pods/a/p1"),
+                0,
+                Some(before),
+            )
+            .await
+            .unwrap();
         assert_eq!(keys(&old).len(), 3);
+        let now = store
+            .list("/registry/pods/a/", Some("/registry/pods/a/p1"), 0, None)
+            .await;
+        assert_eq!(keys(&now.unwrap()).len(), 2);
     }
 
     #[tokio::test]
