@@ -95,7 +95,7 @@ pub(super) fn non_resource(
             ),
             None => json(StatusCode::OK, &discovery::api_group_list()),
         },
-        "/openapi/v3" => json(StatusCode::OK, &app.openapi.v3_root()),
+        "/openapi/v3" => json(StatusCode::OK, &app.openapi().v3_root()),
         "/openapi/v2" => openapi_v2(app, headers),
         _ => {
             let parts: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
@@ -119,7 +119,7 @@ pub(super) fn non_resource(
 /// `/openapi/v3/<gv>`: immutable and cacheable when asked for by its current hash (kubectl
 /// then keeps it in its disk cache), otherwise sent uncached.
 fn openapi_document(app: &AppState, key: &str, query: &Query) -> Response {
-    let Some(doc) = app.openapi.v3_document(key) else {
+    let Some(doc) = app.openapi().v3_document(key) else {
         return Status::path_not_found().into_response();
     };
     let mut resp = (StatusCode::OK, doc.body.clone()).into_response();
@@ -205,9 +205,9 @@ fn openapi_v2(app: &AppState, headers: &HeaderMap) -> Response {
         return StatusCode::NOT_ACCEPTABLE.into_response();
     };
     let doc = if index == 0 {
-        &app.openapi.v2_json
+        &app.openapi().v2_json
     } else {
-        &app.openapi.v2_proto
+        &app.openapi().v2_proto
     };
     let etag = format!("\"{}\"", doc.etag);
     let not_modified = headers

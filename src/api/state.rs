@@ -30,7 +30,10 @@ pub(crate) struct ServerConfig {
 pub(crate) struct AppState {
     pub(crate) registry: Registry,
     pub(crate) authn: AuthenticatorChain,
-    pub(crate) openapi: openapi::OpenApi,
+    /// The OpenAPI documents, built by the first request that needs them: tens of
+    /// milliseconds of schema generation and a few megabytes that neither start-up nor a
+    /// server that no kubectl asks for OpenAPI should pay.
+    openapi: std::sync::OnceLock<openapi::OpenApi>,
     /// `host:port` advertised in legacy `/api` discovery.
     pub(crate) server_address: String,
     /// Flips to true when the server shuts down, so that watches end.
@@ -79,6 +82,10 @@ pub(crate) struct TokenServices {
 }
 
 impl AppState {
+    pub(crate) fn openapi(&self) -> &openapi::OpenApi {
+        self.openapi.get_or_init(openapi::OpenApi::build)
+    }
+
     pub(crate) fn new(
         registry: Registry,
         authn: AuthenticatorChain,
@@ -92,7 +99,7 @@ impl AppState {
             admission: ServiceAccountAdmission::new(registry.clone(), tokens.automount),
             registry,
             authn,
-            openapi: openapi::OpenApi::build(),
+            openapi: std::sync::OnceLock::new(),
             server_address,
             shutdown,
             tokens,

@@ -213,6 +213,13 @@ impl Copy {
         self.ranges.iter().any(|r| key.starts_with(r.as_str()))
     }
 
+    /// Whether keys under `prefix` may be cached ones.
+    fn overlaps(&self, prefix: &str) -> bool {
+        self.ranges
+            .iter()
+            .any(|r| prefix.starts_with(r.as_str()) || r.starts_with(prefix))
+    }
+
     // The lock guards plain data that every writer leaves consistent before it can panic
     // (each change is one map operation), so a poisoned lock is still usable.
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -469,10 +476,13 @@ impl Store for CachedStore {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
-        // Right after start the copy is being filled: wait for it rather than start a
-        // second backend watch that would run ahead of the copy.
-        let mut ready = self.copy.ready.subscribe();
-        let _ = tokio::time::timeout(APPLY_WAIT, ready.wait_for(|r| *r)).await;
+        // Right after start the copy is being filled. A watcher of cached keys waits for
+        // it rather than watch the backend ahead of the copy it then reads from; others
+        // (the RBAC policy, which start-up waits for) do not wait on a long list.
+        if self.copy.overlaps(prefix) {
+            let mut ready = self.copy.ready.subscribe();
+            let _ = tokio::time::timeout(APPLY_WAIT, ready.wait_for(|r| *r)).await;
+        }
         match self.copy.watch(prefix, after) {
             Some(stream) => Ok(stream),
             None => self.backend.watch(prefix, after).await,
