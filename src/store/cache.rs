@@ -94,6 +94,8 @@ struct State {
     history: VecDeque<Arc<WatchEvent>>,
     history_bytes: usize,
     floor: Revision,
+    /// The backend's compaction, as far as this store did it.
+    compacted: Revision,
     /// Counts loads and resets: a watcher of an earlier one has ended.
     generation: u64,
 }
@@ -106,7 +108,7 @@ impl State {
         if at == self.revision {
             return true;
         }
-        if at < self.floor || at > self.revision {
+        if at < self.floor.max(self.compacted) || at > self.revision {
             return false;
         }
         let start = self.history.partition_point(|e| e.revision() <= at);
@@ -268,17 +270,12 @@ impl Copy {
         self.publish(revision);
     }
 
-    /// Drops the kept changes at and below a compacted revision, as the backend did.
+    /// Notes a compaction of the backend: reads and new watches at or below it are refused
+    /// as the backend refuses them, but watchers already reading the kept history go on
+    /// (a compaction must not cut off a watcher that keeps up).
     fn compacted(&self, revision: Revision) {
         let mut state = self.write();
-        while state
-            .history
-            .front()
-            .is_some_and(|e| e.revision() <= revision)
-        {
-            state.history.pop_front();
-        }
-        state.floor = state.floor.max(revision);
+        state.compacted = state.compacted.max(revision);
     }
 
     /// Forgets everything: reads go to the backend and watchers are ended.
@@ -287,6 +284,7 @@ impl Copy {
         *state = State {
             closed: state.closed,
             generation: state.generation + 1,
+            compacted: state.compacted,
             ..State::default()
         };
         drop(state);
@@ -299,7 +297,7 @@ impl Copy {
     /// (a revision it has not reached, or one compacted away, is the backend's to judge).
     fn watch(self: &Arc<Self>, prefix: &str, after: Revision) -> Option<WatchStream> {
         let state = self.read();
-        if !state.ready || after < state.floor || after > state.revision {
+        if !state.ready || after < state.floor.max(state.compacted) || after > state.revision {
             return None;
         }
         Some(watch_stream(CopyWatch {
@@ -394,6 +392,7 @@ async fn load(backend: &dyn Store, copy: &Copy) -> Result<Revision, StoreError> 
             objects,
             floor: revision,
             generation: state.generation + 1,
+            compacted: state.compacted,
             ..State::default()
         };
     }
@@ -888,5 +887,36 @@ mod tests {
         let mut old = store.watch("/registry/", start).await.unwrap();
         let first = crate::store::conformance::next_event(&mut old).await;
         assert_eq!(first.key(), "/registry/configmaps/a/c0");
+    }
+
+    #[tokio::test]
+    async fn a_compaction_does_not_cut_off_a_watcher_that_keeps_reading() {
+        let (_dir, store) = cached().await;
+        let start = store.current_revision().await.unwrap();
+        let mut w = store.watch("/registry/", start).await.unwrap();
+        for i in 0..10 {
+            store
+                .create(&format!("/registry/configmaps/a/c{i}"), Vec::new())
+                .await
+                .unwrap();
+        }
+        let head = store.current_revision().await.unwrap();
+        store.compact(head).await.unwrap();
+        // A new watch from before the compaction is refused, as the backend refuses it.
+        assert!(matches!(
+            store.watch("/registry/", start).await,
+            Err(StoreError::Compacted { .. })
+        ));
+        // The watcher that was reading gets every change, before and after it.
+        store
+            .create("/registry/configmaps/a/last", Vec::new())
+            .await
+            .unwrap();
+        for i in 0..10 {
+            let event = crate::store::conformance::next_event(&mut w).await;
+            assert_eq!(event.key(), format!("/registry/configmaps/a/c{i}"));
+        }
+        let last = crate::store::conformance::next_event(&mut w).await;
+        assert_eq!(last.key(), "/registry/configmaps/a/last");
     }
 }
