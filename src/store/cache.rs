@@ -33,12 +33,10 @@
 //!
 //! Like the rest of `store`, it knows bytes and keys only: the caller names the ranges.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
-
-use std::collections::VecDeque;
 
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -105,9 +103,6 @@ impl State {
     /// history covers every change since, and none touched them. Then the later pages of a
     /// list read at `at` come from memory too, though other keys (a Lease renewal) moved on.
     fn unchanged_since(&self, prefix: &str, at: Revision) -> bool {
-        if at == self.revision {
-            return true;
-        }
         if at < self.floor.max(self.compacted) || at > self.revision {
             return false;
         }
