@@ -29,6 +29,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(rand::rng().random_range(1800..3600))
 }
 
+/// A line that is this watcher's own (a bookmark, a Table, an error): not shared.
 fn line(kind: &str, object: &Value) -> bytes::Bytes {
     let mut v = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
     v.push(b'\n');
@@ -117,7 +118,8 @@ async fn pump(
             }
             next = stream.next() => match next {
                 None => break,
-                Some(Ok((EventType::Bookmark, mut obj))) => {
+                Some(Ok((EventType::Bookmark, obj))) => {
+                    let mut obj = std::sync::Arc::unwrap_or_clone(obj);
                     if let Some(rv) = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
                         last_rv = rv;
                     }
@@ -132,20 +134,20 @@ async fn pump(
                     if let Some(rv) = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
                         last_rv = rv;
                     }
-                    let object = match table {
+                    match table {
                         Some(t) => {
-                            let mut tbl = t.render(res.kind, std::slice::from_ref(&obj), registry.clock().now());
+                            let mut tbl = t.render(res.kind, std::slice::from_ref(&*obj), registry.clock().now());
                             // Column definitions go with the first event only, as the apiserver does.
                             if !first_table {
                                 tbl["columnDefinitions"] = json!([]);
                             }
                             first_table = false;
                             tbl["metadata"] = json!({"resourceVersion": last_rv.to_string()});
-                            tbl
+                            line(kind.as_str(), &tbl)
                         }
-                        None => obj,
-                    };
-                    line(kind.as_str(), &object)
+                        // The same bytes for every watcher of this change.
+                        None => registry.watch_line(kind, &obj),
+                    }
                 }
                 Some(Err(e)) => {
                     let status: Status = e.into();

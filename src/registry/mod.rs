@@ -7,6 +7,7 @@
 //! serves every kind; per-kind rules live in [`resources`]. This module knows neither
 //! HTTP nor tokens.
 
+pub(crate) mod event_memo;
 pub(crate) mod rbac;
 pub(crate) mod resources;
 pub(crate) mod selectors;
@@ -134,7 +135,7 @@ pub(crate) enum Deleted {
 }
 
 /// One change as a watch client sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum EventType {
     Added,
     Modified,
@@ -156,8 +157,10 @@ impl EventType {
     }
 }
 
+/// A watch: each change with the object as of it, shared with every other watcher that got
+/// the same change ([`event_memo`]).
 pub(crate) type ObjectStream =
-    std::pin::Pin<Box<dyn Stream<Item = Result<(EventType, Value)>> + Send>>;
+    std::pin::Pin<Box<dyn Stream<Item = Result<(EventType, Arc<Value>)>> + Send>>;
 
 /// Typed access to every stored resource.
 #[derive(Clone)]
@@ -170,6 +173,8 @@ pub(crate) struct Registry {
     create_delay: std::time::Duration,
     /// One watch per resource for in-process subscribers ([`Registry::shared_watch`]).
     shared_watches: Arc<shared_watch::SharedWatches>,
+    /// Watch objects and lines shared by every watcher.
+    events: Arc<event_memo::EventMemo>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -357,6 +362,7 @@ impl Registry {
             limits: resources::Limits::default(),
             create_delay: std::time::Duration::ZERO,
             shared_watches: Arc::default(),
+            events: Arc::default(),
         }
     }
 
@@ -1114,10 +1120,10 @@ impl Registry {
         let end_marker = (opts.send_initial_events == Some(true)).then(|| {
             Ok((
                 EventType::Bookmark,
-                json!({"metadata": {
+                Arc::new(json!({"metadata": {
                     "resourceVersion": after.to_string(),
                     "annotations": {wellknown::ANNOTATION_INITIAL_EVENTS_END: "true"},
-                }}),
+                }})),
             ))
         });
         // A watch from a revision the store has not reached waits for it, as the watch
@@ -1141,7 +1147,7 @@ impl Registry {
         let initial = futures::stream::iter(
             initial
                 .into_iter()
-                .map(|o| Ok((EventType::Added, o)))
+                .map(|o| Ok((EventType::Added, Arc::new(o))))
                 .chain(end_marker),
         );
         let live = changes.filter_map(move |ev| {
@@ -1164,13 +1170,23 @@ impl Registry {
         Ok(Box::pin(initial.chain(live)))
     }
 
-    fn translate(&self, opts: &ListOptions, ev: StoreEvent) -> Result<Option<(EventType, Value)>> {
+    fn translate(
+        &self,
+        opts: &ListOptions,
+        ev: StoreEvent,
+    ) -> Result<Option<(EventType, Arc<Value>)>> {
+        let selects_all = opts.label_selector.is_empty() && opts.field_selector.is_empty();
         match ev {
             StoreEvent::Put { kv, prev } => {
-                let obj = decode(&kv)?;
+                let obj = self.events.object(kv.mod_revision, || decode(&kv))?;
                 let now_matches = self.matches(opts, &obj);
                 let was = match &prev {
-                    Some(p) => Some(self.matches(opts, &decode(p)?)),
+                    // Without selectors every state matches: the old one need not be read.
+                    Some(_) if selects_all => Some(true),
+                    Some(p) => {
+                        let old = self.events.object(p.mod_revision, || decode(p))?;
+                        Some(self.matches(opts, &old))
+                    }
                     None => None,
                 };
                 Ok(match (was, now_matches) {
@@ -1182,13 +1198,34 @@ impl Registry {
                 })
             }
             StoreEvent::Delete { prev, revision } => {
-                let obj = decode(&prev)?;
+                let obj = self
+                    .events
+                    .object(revision, || Ok(at_revision(decode(&prev)?, revision)))?;
                 if !self.matches(opts, &obj) {
                     return Ok(None);
                 }
-                let obj = at_revision(obj, revision);
                 Ok(Some((EventType::Deleted, obj)))
             }
+        }
+    }
+
+    /// The `{"type":…,"object":…}` line of a watch event, encoded once for every watcher
+    /// that sends the same change as JSON.
+    pub(crate) fn watch_line(&self, kind: EventType, obj: &Value) -> bytes::Bytes {
+        let encode = || {
+            let mut v = format!("{{\"type\":\"{}\",\"object\":", kind.as_str()).into_bytes();
+            // A Value always serialises (its map keys are strings).
+            let _ = serde_json::to_writer(&mut v, obj);
+            v.extend_from_slice(b"}\n");
+            bytes::Bytes::from(v)
+        };
+        match obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|rv| rv.parse::<Revision>().ok())
+        {
+            Some(revision) => self.events.line(revision, kind, encode),
+            None => encode(),
         }
     }
 }

@@ -262,7 +262,7 @@ async fn pump(registry: Registry, res: &'static Resource, shared: Arc<Shared>) {
                         Ok((event, obj)) => {
                             failures = 0;
                             // No receiver is fine: `run` stops the pump once it notices.
-                            let _ = shared.tx.send(Message::Event(event, Arc::new(obj)));
+                            let _ = shared.tx.send(Message::Event(event, obj));
                         }
                         Err(e) => {
                             tracing::debug!("watch of {} ended: {e}; restarting", res.plural);
