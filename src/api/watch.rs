@@ -131,7 +131,8 @@ async fn pump(
                     line("BOOKMARK", &obj)
                 }
                 Some(Ok((kind, obj))) => {
-                    if let Some(rv) = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
+                    let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok());
+                    if let Some(rv) = rv {
                         last_rv = rv;
                     }
                     match table {
@@ -146,7 +147,7 @@ async fn pump(
                             line(kind.as_str(), &tbl)
                         }
                         // The same bytes for every watcher of this change.
-                        None => registry.watch_line(kind, &obj),
+                        None => registry.watch_line(kind, rv, &obj),
                     }
                 }
                 Some(Err(e)) => {

@@ -1210,8 +1210,14 @@ impl Registry {
     }
 
     /// The `{"type":…,"object":…}` line of a watch event, encoded once for every watcher
-    /// that sends the same change as JSON.
-    pub(crate) fn watch_line(&self, kind: EventType, obj: &Value) -> bytes::Bytes {
+    /// that sends the same change as JSON; `revision` is the object's resourceVersion (none:
+    /// not shared).
+    pub(crate) fn watch_line(
+        &self,
+        kind: EventType,
+        revision: Option<Revision>,
+        obj: &Value,
+    ) -> bytes::Bytes {
         let encode = || {
             let mut v = format!("{{\"type\":\"{}\",\"object\":", kind.as_str()).into_bytes();
             // A Value always serialises (its map keys are strings).
@@ -1219,11 +1225,7 @@ impl Registry {
             v.extend_from_slice(b"}\n");
             bytes::Bytes::from(v)
         };
-        match obj
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .and_then(|rv| rv.parse::<Revision>().ok())
-        {
+        match revision {
             Some(revision) => self.events.line(revision, kind, encode),
             None => encode(),
         }
