@@ -17,7 +17,9 @@ use jiff::SignedDuration;
 use self::serve::ServeArgs;
 use crate::agent::{self, AgentConfig, RunConfig};
 use crate::clock::SystemClock;
+use crate::controllers::signing_keys;
 use crate::diagnose::{self, DiagnoseConfig};
+use crate::reload;
 use crate::server;
 use crate::store;
 use crate::telemetry::{self, LogFormat};
@@ -52,6 +54,32 @@ enum Command {
     /// safe while the server writes). A full backup also needs the key files of the data
     /// directory: see the README.
     Backup(BackupArgs),
+    /// Rotate the generated service-account signing keys of a running server in the safe
+    /// order (publish, then sign, then retire), or show their stages.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `tokenwarden keys`.
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Publish a new signing key now; it signs after --publish-ahead, and the key it replaces
+    /// verifies until every token it signed has expired. Needs the server running.
+    Rotate {
+        /// The server's data directory.
+        #[arg(long, default_value = "tokenwarden-data", env = "TOKENWARDEN_DATA_DIR")]
+        data_dir: PathBuf,
+        /// How long the new key is in /openid/v1/jwks before it signs: longer than any
+        /// verifier caches the JWKS (e.g. 24h, 90s).
+        #[arg(long, default_value = "24h", value_parser = parse_signed_duration)]
+        publish_ahead: SignedDuration,
+    },
+    /// Each key with its kid and stage, as the server last wrote them.
+    Status {
+        /// The server's data directory.
+        #[arg(long, default_value = "tokenwarden-data", env = "TOKENWARDEN_DATA_DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 /// `tokenwarden backup`.
@@ -161,6 +189,7 @@ pub fn run() -> ExitCode {
         Command::Bench(args) => run_bench(args),
         Command::Diagnose(args) => run_diagnose(args),
         Command::Backup(args) => run_backup(args),
+        Command::Keys(command) => run_keys(command),
         Command::Agent(args) => run_agent(args),
         Command::Run(args) => run_command(args),
     }
@@ -250,6 +279,41 @@ fn run_backup(args: BackupArgs) -> ExitCode {
     }
 }
 
+/// `tokenwarden keys rotate|status`.
+fn run_keys(command: KeysCommand) -> ExitCode {
+    let result = match command {
+        KeysCommand::Status { data_dir } => signing_keys::read_status(&data_dir),
+        KeysCommand::Rotate {
+            data_dir,
+            publish_ahead,
+        } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")
+            .and_then(|rt| {
+                rt.block_on(signing_keys::request_rotation(
+                    &data_dir,
+                    publish_ahead,
+                    KEYS_ANSWER_WAIT,
+                ))
+            }),
+    };
+    match result {
+        Ok(status) => {
+            print!("{}", signing_keys::render_status(&status));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// How long `tokenwarden keys rotate` waits for the server's answer (it polls its data
+/// directory every second).
+const KEYS_ANSWER_WAIT: Duration = Duration::from_secs(30);
+
 /// `tokenwarden agent`: runs until SIGTERM or SIGINT.
 fn run_agent(args: AgentArgs) -> ExitCode {
     telemetry::init_logging(args.log_format);
@@ -312,7 +376,30 @@ fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> any
 /// `tokenwarden serve`: resolve the flags, build the server, run it until SIGTERM or SIGINT.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
-    server::build(config).await?.run(wait_for_signal()).await
+    let reload = reload::Trigger::default();
+    let hangups = tokio::spawn(fire_on_sighup(reload.clone()));
+    let result = server::build(config, reload)
+        .await?
+        .run(wait_for_signal())
+        .await;
+    hangups.abort();
+    result
+}
+
+/// SIGHUP: the server re-reads its key, certificate and token files (`systemctl reload`).
+async fn fire_on_sighup(trigger: reload::Trigger) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading key, certificate and token files");
+                trigger.fire();
+            }
+        }
+        Err(e) => tracing::warn!(
+            "cannot listen for SIGHUP ({e}); files are still re-read when they change"
+        ),
+    }
 }
 
 /// SIGTERM or SIGINT (Ctrl-C).

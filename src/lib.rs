@@ -13,6 +13,7 @@ pub(crate) mod diagnose;
 pub(crate) mod pki;
 pub(crate) mod rbac;
 pub(crate) mod registry;
+pub(crate) mod reload;
 pub(crate) mod server;
 pub(crate) mod store;
 pub(crate) mod telemetry;

@@ -40,14 +40,17 @@ const SERVING_KEY: &str = "serving.key";
 const SA_KEY: &str = "sa.key";
 const SA_PUB: &str = "sa.pub";
 const ADMIN_TOKEN: &str = "admin.token";
+/// The key-encryption key that seals the rotated service-account keys in the store.
+const KEK: &str = "key-encryption.key";
 const KUBECONFIG: &str = "admin.kubeconfig";
 /// The files above that are created 0600, and tightened to it at every start.
-const PRIVATE_FILES: [&str; 5] = [CA_KEY, SERVING_KEY, SA_KEY, ADMIN_TOKEN, KUBECONFIG];
+const PRIVATE_FILES: [&str; 6] = [CA_KEY, SERVING_KEY, SA_KEY, ADMIN_TOKEN, KUBECONFIG, KEK];
 /// What replicas of one cluster share (`--cluster-from`): the CA, so that each issues its
 /// own serving certificate clients already trust; the service-account keys, so that a token
-/// of one authenticates on every other; the admin token. Not the serving certificate (its
-/// names may differ), the kubeconfig (its URL does) or anything else.
-const SHARED_FILES: [&str; 5] = [CA_CERT, CA_KEY, SA_KEY, SA_PUB, ADMIN_TOKEN];
+/// of one authenticates on every other, and the key-encryption key that opens the rotated
+/// ones in the store; the admin token. Not the serving certificate (its names may differ),
+/// the kubeconfig (its URL does) or anything else.
+const SHARED_FILES: [&str; 6] = [CA_CERT, CA_KEY, SA_KEY, SA_PUB, ADMIN_TOKEN, KEK];
 
 const PRIVATE_MODE: u32 = 0o600;
 const PUBLIC_MODE: u32 = 0o644;
@@ -137,6 +140,7 @@ pub(crate) struct Pki {
     admin_token: String,
     sa_key_path: PathBuf,
     sa_pub_path: PathBuf,
+    kek_path: PathBuf,
     kubeconfig_path: PathBuf,
     server_url: String,
 }
@@ -174,6 +178,10 @@ impl Pki {
     #[allow(dead_code)]
     pub(crate) fn sa_public_key_path(&self) -> &Path {
         &self.sa_pub_path
+    }
+    /// The generated key-encryption key (base64 of 32 random bytes).
+    pub(crate) fn kek_path(&self) -> &Path {
+        &self.kek_path
     }
     /// `https://HOST:PORT`, as written into `admin.kubeconfig`.
     pub(crate) fn server_url(&self) -> &str {
@@ -233,6 +241,7 @@ pub(crate) fn ensure(config: &PkiConfig, now: jiff::Timestamp) -> Result<Pki, Pk
         };
     let (sa_key_path, sa_pub_path) = ensure_sa_key(dir)?;
     let admin_token = ensure_admin_token(dir)?;
+    let kek_path = ensure_kek(dir)?;
 
     // Rewritten on every start: the port or bind address may have changed.
     let server_url = server_url(config.bind_address, config.port);
@@ -251,6 +260,7 @@ pub(crate) fn ensure(config: &PkiConfig, now: jiff::Timestamp) -> Result<Pki, Pk
         admin_token,
         sa_key_path,
         sa_pub_path,
+        kek_path,
         kubeconfig_path,
         server_url,
     };
@@ -425,6 +435,22 @@ fn ensure_sa_key(dir: &Path) -> Result<(PathBuf, PathBuf), PkiError> {
     Ok((key_path, pub_path))
 }
 
+/// The key-encryption key file, made on first start: base64 of 32 random bytes.
+fn ensure_kek(dir: &Path) -> Result<PathBuf, PkiError> {
+    let path = dir.join(KEK);
+    if !path.exists() {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let text = format!(
+            "{}\n",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        );
+        write_atomic(&path, text.as_bytes(), PRIVATE_MODE)?;
+        tracing::info!(path = %path.display(), "generated the key-encryption key");
+    }
+    Ok(path)
+}
+
 fn ensure_admin_token(dir: &Path) -> Result<String, PkiError> {
     let path = dir.join(ADMIN_TOKEN);
     if path.exists() {
@@ -503,7 +529,7 @@ fn take_shared_files(first: &Path, dir: &Path) -> Result<(), PkiError> {
 
 /// Replaces `path` so that readers see the old or the new content, never a mix, and a
 /// private file is never readable by others, not even briefly.
-fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::rng().next_u64()));
@@ -600,7 +626,8 @@ mod tests {
     use std::collections::BTreeMap;
     use std::os::unix::fs::PermissionsExt;
 
-    const ALL: [&str; 8] = [
+    const ALL: [&str; 9] = [
+        KEK,
         CA_CERT,
         CA_KEY,
         SERVING_CERT,

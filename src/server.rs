@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::admission::AutomountMode;
 use crate::api::{self, AppState, ServerConfig, TokenServices};
 use crate::clock::{SharedClock, SystemClock};
+use crate::controllers::signing_keys::{self, KeyRotation};
 use crate::controllers::{
     self, AlwaysLeader, ControllerConfig, LeaderGate, LeaseConfig, LeaseLeader,
 };
@@ -28,6 +29,7 @@ use crate::pki::{self, Pki, PkiConfig};
 use crate::rbac::{self, Authorizer};
 use crate::registry::resources::Limits;
 use crate::registry::{self, Registry};
+use crate::reload::{self, Trigger};
 use crate::store::{self, Store};
 use crate::telemetry::audit::AuditLog;
 use crate::telemetry::metrics::Metrics;
@@ -36,8 +38,10 @@ use crate::tokens::authenticator::{
 };
 use crate::tokens::claims::IssuerConfig;
 use crate::tokens::issuer::Issuer;
+use crate::tokens::keyring::Keyring;
 use crate::tokens::keys::{KeySet, SigningKey, VerifyingKey};
 use crate::tokens::oidc;
+use crate::tokens::rotation::{Kek, TokenLifetimes};
 use crate::tokens::static_tokens::StaticTokens;
 use crate::tokens::{AuthenticatorChain, UserInfo};
 use crate::wellknown;
@@ -92,6 +96,8 @@ pub(crate) struct Config {
     pub(crate) signing_key_file: Option<PathBuf>,
     /// `--service-account-key-file`.
     pub(crate) verifying_key_files: Vec<PathBuf>,
+    /// `--key-encryption-key-file`; `None`: the generated `DATA_DIR/key-encryption.key`.
+    pub(crate) kek_file: Option<PathBuf>,
     /// `--service-account-max-token-expiration` in seconds; `None`: no maximum.
     pub(crate) max_expiration_seconds: Option<i64>,
     pub(crate) extend_expiration: bool,
@@ -134,6 +140,7 @@ pub(crate) struct Testing {
     pub(crate) clock_offset: Option<SignedDuration>,
     pub(crate) create_delay: Option<Duration>,
     pub(crate) min_token_expiration: Option<i64>,
+    pub(crate) key_retire_after: Option<i64>,
 }
 
 /// A server built from a [`Config`]: its parts are open and its controllers running, but it
@@ -163,12 +170,14 @@ struct Tasks {
     health: JoinHandle<()>,
     /// Keeps the in-memory copy of the objects tokens name.
     cache: JoinHandle<()>,
+    /// Re-read key, certificate and token files ([`reload`]).
+    reloads: Vec<JoinHandle<()>>,
 }
 
 /// Does the I/O that `serve` needs before it can listen, in this order: lock the data
 /// directory, prepare certificates, open the store and registry, load keys and static
 /// tokens, then start the compactor, the cache invalidator and the controllers.
-pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
+pub(crate) async fn build(config: Config, reload: Trigger) -> anyhow::Result<Server> {
     let clock = server_clock(&config.testing);
     // 1. First, before anything in the directory is written: a second server on the same data
     //    dir stops here instead of both writing to one database.
@@ -185,7 +194,11 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
     let (authorizer, policy) = authorizer(&config, &registry).await?;
     // 5. Static users, keys, authenticators and the token services.
     let statics = static_tokens(&pki, config.token_auth_file.as_deref())?;
-    let keys = load_keys(&config, &pki)?;
+    let KeySources {
+        keyring: keys,
+        reload: key_reload,
+        rotation,
+    } = key_sources(&config, &pki, &store, &clock, &reload).await?;
     let metrics = Arc::new(Metrics::new());
     let (authn, legacy_uses, invalidator) =
         authenticators(&config, statics, &keys, &registry, &clock, &metrics);
@@ -202,7 +215,7 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
     let controllers = spawn_controllers(
         &config,
         &pki,
-        keys,
+        (keys, rotation),
         &registry,
         clock,
         legacy_uses,
@@ -228,6 +241,7 @@ pub(crate) async fn build(config: Config) -> anyhow::Result<Server> {
             policy,
             health: health_task,
             cache,
+            reloads: vec![key_reload],
         },
         audit,
         store,
@@ -278,6 +292,7 @@ impl Server {
         tasks.policy.abort();
         tasks.health.abort();
         tasks.cache.abort();
+        tasks.reloads.iter().for_each(JoinHandle::abort);
         if let Some(audit) = audit {
             close_audit_log(&audit).await;
         }
@@ -425,26 +440,124 @@ fn static_tokens(pki: &Pki, token_auth_file: Option<&Path>) -> anyhow::Result<St
     Ok(statics)
 }
 
-/// The signing key (the generated one unless a file is named) and the extra verifying keys.
-fn load_keys(config: &Config, pki: &Pki) -> anyhow::Result<Arc<KeySet>> {
-    let signing_path = config
-        .signing_key_file
+/// Where the signing keys come from, and what keeps them current.
+struct KeySources {
+    keyring: Arc<Keyring>,
+    /// Re-reads the key files.
+    reload: JoinHandle<()>,
+    /// The generated keys' rotation (none with `--service-account-signing-key-file`).
+    rotation: Option<KeyRotation>,
+}
+
+/// The key ring: the signing key file with the verifying key files, reloaded when they
+/// change; or, without a signing key file, the generated keys' ring in the store (made from
+/// `DATA_DIR/sa.key` on first start), sealed with the key-encryption key, with the verifying
+/// key files reloaded beside it.
+async fn key_sources(
+    config: &Config,
+    pki: &Pki,
+    store: &Arc<dyn Store>,
+    clock: &SharedClock,
+    trigger: &Trigger,
+) -> anyhow::Result<KeySources> {
+    let verifying_paths = config.verifying_key_files.clone();
+    if let Some(signing_path) = config.signing_key_file.clone() {
+        // A status file from a run on generated keys would describe keys not in use.
+        let _ = std::fs::remove_file(config.pki.data_dir.join(signing_keys::STATUS_FILE));
+        let keyring = Keyring::new(load_keys(&signing_path, &verifying_paths)?);
+        let mut paths = verifying_paths.clone();
+        paths.push(signing_path.clone());
+        let ring = keyring.clone();
+        let reload = reload::follow(
+            "service-account keys",
+            paths,
+            trigger,
+            move || load_keys(&signing_path, &verifying_paths),
+            move |keys| ring.replace(keys),
+        );
+        return Ok(KeySources {
+            keyring,
+            reload,
+            rotation: None,
+        });
+    }
+    let kek_path = config
+        .kek_file
         .clone()
-        .unwrap_or_else(|| pki.sa_key_path().to_path_buf());
-    let signing = SigningKey::from_pem(
-        &std::fs::read(&signing_path)
-            .with_context(|| format!("reading {}", signing_path.display()))?,
+        .unwrap_or_else(|| pki.kek_path().to_path_buf());
+    let kek = Kek::from_file_content(
+        &std::fs::read_to_string(&kek_path)
+            .with_context(|| format!("reading {}", kek_path.display()))?,
     )
-    .with_context(|| format!("loading the signing key {}", signing_path.display()))?;
+    .with_context(|| format!("loading the key-encryption key {}", kek_path.display()))?;
+    let first = std::fs::read(pki.sa_key_path())
+        .with_context(|| format!("reading {}", pki.sa_key_path().display()))?;
+    let (ring, revision) = signing_keys::load_or_create(store.as_ref(), &kek, &first, clock.now())
+        .await
+        .context("reading the signing keys from the store")?;
+    let keyring = Keyring::new(ring.key_set(&kek).context("opening the signing keys")?);
+    keyring.set_extra(load_verifying_keys(&verifying_paths)?);
+    let ring = keyring.clone();
+    let paths = verifying_paths.clone();
+    let reload = reload::follow(
+        "service-account verifying keys",
+        paths,
+        trigger,
+        move || load_verifying_keys(&verifying_paths),
+        move |keys| ring.set_extra(keys),
+    );
+    let lifetimes = match config.testing.key_retire_after {
+        Some(secs) => {
+            tracing::warn!(
+                "--testing-key-retire-after={secs}s: rotated-out keys stop verifying early; never use this outside tests"
+            );
+            TokenLifetimes {
+                longest: SignedDuration::from_secs(secs),
+            }
+        }
+        None => TokenLifetimes::from_flags(config.max_expiration_seconds, config.extend_expiration),
+    };
+    let rotation = KeyRotation {
+        store: store.clone(),
+        kek: Arc::new(kek),
+        keyring: keyring.clone(),
+        lifetimes,
+        clock: clock.clone(),
+        data_dir: config.pki.data_dir.clone(),
+        trigger: trigger.clone(),
+        seen: revision,
+    };
+    Ok(KeySources {
+        keyring,
+        reload,
+        rotation: Some(rotation),
+    })
+}
+
+/// The keys of every file of `--service-account-key-file`.
+fn load_verifying_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<VerifyingKey>> {
     let mut verifying = Vec::new();
-    for path in &config.verifying_key_files {
+    for path in paths {
         let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         verifying.extend(
             VerifyingKey::from_pem_all(&pem)
                 .with_context(|| format!("loading {}", path.display()))?,
         );
     }
-    Ok(Arc::new(KeySet::new(Some(signing), verifying)))
+    Ok(verifying)
+}
+
+/// The signing key of `signing_path` and the verifying keys of `verifying_paths`.
+fn load_keys(signing_path: &Path, verifying_paths: &[PathBuf]) -> anyhow::Result<KeySet> {
+    let signing = SigningKey::from_pem(
+        &std::fs::read(signing_path)
+            .with_context(|| format!("reading {}", signing_path.display()))?,
+    )
+    .with_context(|| format!("loading the signing key {}", signing_path.display()))?;
+    Ok(KeySet::new(
+        Some(signing),
+        load_verifying_keys(verifying_paths)?,
+    ))
 }
 
 /// The static users, then service-account tokens; legacy token uses go to the returned
@@ -453,7 +566,7 @@ fn load_keys(config: &Config, pki: &Pki) -> anyhow::Result<Arc<KeySet>> {
 fn authenticators(
     config: &Config,
     statics: StaticTokens,
-    keys: &Arc<KeySet>,
+    keys: &Arc<Keyring>,
     registry: &Registry,
     clock: &SharedClock,
     metrics: &Arc<Metrics>,
@@ -492,7 +605,7 @@ fn authenticators(
 fn token_services(
     config: &Config,
     pki: &Pki,
-    keys: &Arc<KeySet>,
+    keys: &Arc<Keyring>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<TokenServices> {
@@ -513,7 +626,7 @@ fn token_services(
         .unwrap_or_else(|| format!("{}{}", pki.server_url(), wellknown::OIDC_JWKS_PATH));
     let first_issuer = config.issuers.first().cloned().unwrap_or_default();
     // Without discovery the server still runs; only the OIDC endpoints answer 404.
-    let oidc = oidc::build(&first_issuer, &jwks_uri, keys)
+    let oidc = oidc::build(&first_issuer, &jwks_uri, keys.clone())
         .inspect_err(|e| tracing::warn!("{e}"))
         .ok();
     let audit = match &config.audit_log_path {
@@ -538,7 +651,7 @@ fn token_services(
 fn spawn_controllers(
     config: &Config,
     pki: &Pki,
-    keys: Arc<KeySet>,
+    (keys, rotation): (Arc<Keyring>, Option<KeyRotation>),
     registry: &Registry,
     clock: SharedClock,
     legacy_uses: mpsc::Receiver<LegacyTokenUse>,
@@ -560,6 +673,9 @@ fn spawn_controllers(
         }
         None => Arc::new(AlwaysLeader),
     };
+    // Every replica follows the signing keys; the leader moves their stages.
+    let rotation =
+        rotation.map(|rotation| tokio::spawn(rotation.run(leader.clone(), shutdown.clone())));
     let controllers = controllers::run(
         registry.clone(),
         clock,
@@ -575,6 +691,9 @@ fn spawn_controllers(
     );
     Ok(tokio::spawn(async move {
         controllers.await;
+        if let Some(rotation) = rotation {
+            let _ = rotation.await;
+        }
         if let Some(election) = election_task {
             let _ = election.await;
         }

@@ -58,18 +58,20 @@ pub(super) fn non_resource(
             resp
         }
         wellknown::OIDC_DISCOVERY_PATH | wellknown::OIDC_JWKS_PATH => {
-            let Some(d) = &app.tokens.oidc else {
+            let Some(publisher) = &app.tokens.oidc else {
                 return Status::path_not_found().into_response();
             };
+            let d = publisher.documents();
             let (body, content_type) = if trimmed == wellknown::OIDC_JWKS_PATH {
-                (d.jwks.clone(), "application/jwk-set+json")
+                (d.jwks, "application/jwk-set+json")
             } else {
-                (d.configuration.clone(), "application/json")
+                (d.configuration, "application/json")
             };
             let mut resp = (StatusCode::OK, body).into_response();
             let h = resp.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            // Static keys: relying parties may cache for an hour, as kube-apiserver allows.
+            // Relying parties may cache for an hour, as kube-apiserver allows: a rotation
+            // publishes a key `--publish-ahead` (24 h) before it signs, so a cached copy has it.
             h.insert(
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("public, max-age=3600"),

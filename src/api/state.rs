@@ -75,7 +75,7 @@ pub(crate) struct TokenServices {
     /// `--api-audiences`, the default audiences of a TokenReview.
     pub(crate) api_audiences: Vec<String>,
     /// OIDC discovery documents; `None` when the issuer is not an https URL.
-    pub(crate) oidc: Option<oidc::Discovery>,
+    pub(crate) oidc: Option<oidc::Publisher>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) audit: Option<Arc<AuditLog>>,
     pub(crate) automount: AutomountMode,

@@ -98,6 +98,11 @@ pub(super) struct ServeArgs {
     /// signing key always verifies too. Keep an old key here to rotate without breaking tokens.
     #[arg(long = "service-account-key-file")]
     service_account_key_file: Vec<PathBuf>,
+    /// Base64 of 32 random bytes that seals the generated signing keys in the store
+    /// (default: the generated DATA_DIR/key-encryption.key); replicas on one etcd need the
+    /// same one (`--cluster-from` copies it).
+    #[arg(long)]
+    key_encryption_key_file: Option<PathBuf>,
     /// Longest lifetime a TokenRequest gets (e.g. 24h); longer requests are shortened
     /// with a warning. Between 1h and 2^32 s; 0 means no maximum.
     #[arg(long, default_value = "0", value_parser = parse_duration)]
@@ -175,6 +180,10 @@ pub(super) struct ServeArgs {
     /// 10-minute minimum (e.g. 30s), so token refresh can be watched without waiting.
     #[arg(long, value_parser = parse_duration)]
     testing_min_token_expiration: Option<i64>,
+    /// UNSAFE, for tests only: a rotated-out signing key stops verifying this long (e.g. 20s)
+    /// after it stopped signing, instead of the longest token lifetime.
+    #[arg(long, value_parser = parse_duration)]
+    testing_key_retire_after: Option<i64>,
 }
 
 impl ServeArgs {
@@ -251,6 +260,7 @@ impl ServeArgs {
                 .testing_create_delay
                 .map(|secs| Duration::from_secs(secs.unsigned_abs())),
             min_token_expiration: self.testing_min_token_expiration,
+            key_retire_after: self.testing_key_retire_after,
         };
         Ok(server::Config {
             pki: PkiConfig {
@@ -270,6 +280,7 @@ impl ServeArgs {
             api_audiences,
             signing_key_file: self.service_account_signing_key_file,
             verifying_key_files: self.service_account_key_file,
+            kek_file: self.key_encryption_key_file,
             max_expiration_seconds: (max != 0).then_some(max),
             extend_expiration: self.service_account_extend_token_expiration,
             lookup_legacy: self.service_account_lookup,

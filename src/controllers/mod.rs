@@ -22,6 +22,7 @@ pub(crate) mod kubernetes_service;
 pub(crate) mod namespace;
 pub(crate) mod root_ca;
 pub(crate) mod runtime;
+pub(crate) mod signing_keys;
 pub(crate) mod tokens;
 pub(crate) mod tracking;
 
@@ -41,7 +42,7 @@ pub(crate) use runtime::{Action, Controller, ControllerError, Watch};
 use crate::clock::SharedClock;
 use crate::registry::{Registry, meta_str};
 use crate::tokens::authenticator::LegacyTokenUse;
-use crate::tokens::keys::KeySet;
+use crate::tokens::keyring::Keyring;
 use crate::wellknown;
 use runtime::driver::{drive, stopped};
 
@@ -51,7 +52,7 @@ pub(crate) struct ControllerConfig {
     /// The CA bundle (PEM): `data["ca.crt"]` of `kube-root-ca.crt` and of token Secrets.
     pub(crate) ca_pem: String,
     /// Signs legacy Secret tokens (its signing key; verification keys are not used).
-    pub(crate) keys: Arc<KeySet>,
+    pub(crate) keys: Arc<Keyring>,
     /// `--emulated-version` < 1.24: every ServiceAccount gets a `<sa>-token-<5>` Secret
     /// listed in its `.secrets`, as before `LegacyServiceAccountTokenNoAutoGeneration`.
     pub(crate) auto_create_legacy_tokens: bool,
@@ -67,7 +68,7 @@ pub(crate) struct ControllerConfig {
 
 impl ControllerConfig {
     /// Kubernetes' defaults for everything but the CA and the keys.
-    pub(crate) fn new(ca_pem: String, keys: Arc<KeySet>) -> ControllerConfig {
+    pub(crate) fn new(ca_pem: String, keys: Arc<Keyring>) -> ControllerConfig {
         ControllerConfig {
             ca_pem,
             keys,
@@ -307,7 +308,10 @@ pub(crate) mod testing {
 
     pub(crate) fn config() -> ControllerConfig {
         let key = SigningKey::from_pem(test_keys::EC256_PKCS8.as_bytes()).unwrap();
-        ControllerConfig::new(CA.to_string(), Arc::new(KeySet::new(Some(key), Vec::new())))
+        ControllerConfig::new(
+            CA.to_string(),
+            Keyring::new(crate::tokens::keys::KeySet::new(Some(key), Vec::new())),
+        )
     }
 
     impl Rig {

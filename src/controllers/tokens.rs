@@ -615,7 +615,7 @@ mod tests {
         );
         let token = data(&got, "token");
         let parsed = jws::decode(&token).unwrap();
-        jws::verify(&parsed, &rig.config.keys).unwrap();
+        jws::verify(&parsed, &rig.config.keys.current()).unwrap();
         assert_eq!(
             LegacyClaims::from_json(&parsed.claims).unwrap(),
             LegacyClaims {

@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq as _;
 
 use super::claims::{self, BoundClaims, LEGACY_ISSUER, LegacyClaims};
 use super::jws;
-use super::keys::KeySet;
+use super::keyring::Keyring;
 use super::lookup::{self, Kind, ObjectLookup};
 use super::{Authenticated, TokenAuthenticator, TokenOutcome, UserInfo};
 use crate::clock::SharedClock;
@@ -208,7 +208,7 @@ fn go_quoted(list: &[String]) -> String {
 /// Bound and legacy service-account token authentication.
 pub(crate) struct ServiceAccountAuthenticator {
     config: AuthenticatorConfig,
-    keys: Arc<KeySet>,
+    keys: Arc<Keyring>,
     objects: Arc<dyn ObjectLookup>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
@@ -219,7 +219,7 @@ pub(crate) struct ServiceAccountAuthenticator {
 impl ServiceAccountAuthenticator {
     pub(crate) fn new(
         config: AuthenticatorConfig,
-        keys: Arc<KeySet>,
+        keys: Arc<Keyring>,
         objects: Arc<dyn ObjectLookup>,
         clock: SharedClock,
         metrics: Arc<Metrics>,
@@ -259,7 +259,7 @@ impl ServiceAccountAuthenticator {
         now: i64,
     ) -> Result<Validated, String> {
         let parsed = jws::decode(token).map_err(|e| e.to_string())?;
-        jws::verify(&parsed, &self.keys).map_err(|e| e.to_string())?;
+        jws::verify(&parsed, &self.keys.current()).map_err(|e| e.to_string())?;
         let claims = &parsed.claims;
         let issuer = claims
             .get("iss")
@@ -686,7 +686,7 @@ mod tests {
     struct Rig {
         auth: ServiceAccountAuthenticator,
         objects: Arc<MapLookup>,
-        keys: Arc<KeySet>,
+        keys: Arc<Keyring>,
         clock: Arc<FakeClock>,
         metrics: Arc<Metrics>,
         cache: Arc<AuthCache>,
@@ -745,7 +745,7 @@ mod tests {
         }
 
         fn sign(&self, claims: &Value) -> String {
-            jws::sign(self.keys.signing().unwrap(), claims).unwrap()
+            jws::sign(self.keys.current().signing().unwrap(), claims).unwrap()
         }
 
         fn bound(&self) -> BoundClaims {

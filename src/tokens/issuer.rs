@@ -25,7 +25,7 @@ use super::claims::{
     ObjectRef,
 };
 use super::jws;
-use super::keys::KeySet;
+use super::keyring::Keyring;
 use super::lookup::{self, Kind, ObjectLookup};
 use crate::clock::SharedClock;
 use crate::registry::RegistryError;
@@ -48,7 +48,7 @@ pub(crate) enum SignError {
 /// only, so nothing but a token payload is ever signed with the key.
 #[derive(Clone)]
 pub(crate) struct Signer {
-    keys: Arc<KeySet>,
+    keys: Arc<Keyring>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -58,13 +58,13 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    pub(crate) fn new(keys: Arc<KeySet>) -> Self {
+    pub(crate) fn new(keys: Arc<Keyring>) -> Self {
         Signer { keys }
     }
 
     /// Whether a signing key is configured (verification-only key sets have none).
     pub(crate) fn can_sign(&self) -> bool {
-        self.keys.signing().is_some()
+        self.keys.current().signing().is_some()
     }
 
     /// A bound (TokenRequest) token.
@@ -78,7 +78,8 @@ impl Signer {
     }
 
     fn sign(&self, payload: &Value) -> Result<String, SignError> {
-        let key = self.keys.signing().ok_or(SignError::NoKey)?;
+        let keys = self.keys.current();
+        let key = keys.signing().ok_or(SignError::NoKey)?;
         Ok(jws::sign(key, payload)?)
     }
 }
@@ -222,7 +223,7 @@ fn bound_kind(kind_name: &str, api_version: &str) -> Result<Kind, RegistryError>
 }
 
 impl Issuer {
-    pub(crate) fn new(config: IssuerConfig, keys: Arc<KeySet>, clock: SharedClock) -> Self {
+    pub(crate) fn new(config: IssuerConfig, keys: Arc<Keyring>, clock: SharedClock) -> Self {
         Issuer {
             config,
             signer: Signer::new(keys),
@@ -388,7 +389,7 @@ async fn pod_binding(
 pub(crate) mod tests {
     use super::*;
     use crate::clock::FakeClock;
-    use crate::tokens::keys::{SigningKey, generate_rsa_2048_pem};
+    use crate::tokens::keys::{KeySet, SigningKey, generate_rsa_2048_pem};
     use serde_json::json;
     use std::collections::HashMap;
     use std::sync::Mutex;
@@ -434,9 +435,9 @@ pub(crate) mod tests {
 
     pub(crate) const NOW: i64 = 1_795_392_244;
 
-    pub(crate) fn setup(max: Option<i64>) -> (Issuer, MapLookup, Arc<KeySet>) {
+    pub(crate) fn setup(max: Option<i64>) -> (Issuer, MapLookup, Arc<Keyring>) {
         let key = SigningKey::from_pem(generate_rsa_2048_pem().unwrap().as_bytes()).unwrap();
-        let keys = Arc::new(KeySet::new(Some(key), vec![]));
+        let keys = Keyring::new(KeySet::new(Some(key), vec![]));
         let config = IssuerConfig {
             issuers: vec!["https://kubernetes.default.svc".into()],
             api_audiences: vec!["https://kubernetes.default.svc".into()],
@@ -521,7 +522,7 @@ pub(crate) mod tests {
         assert_eq!(r["spec"]["boundObjectRef"], Value::Null);
         assert_eq!(r["status"]["expirationTimestamp"], "2026-11-23T01:04:04Z");
         let token = jws::decode(r["status"]["token"].as_str().unwrap()).unwrap();
-        jws::verify(&token, &keys).unwrap();
+        jws::verify(&token, &keys.current()).unwrap();
         let c = &token.claims;
         assert_eq!(
             c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(),

@@ -375,9 +375,10 @@ fn kid_of_spki(spki: &[u8]) -> String {
 }
 
 /// The keys a server verifies with, and the one it signs with. Immutable: key rotation
-/// builds a new set and swaps the `Arc`.
+/// builds a new set and swaps it in (`tokens::keyring`). Cheap to clone.
+#[derive(Clone)]
 pub(crate) struct KeySet {
-    signing: Option<SigningKey>,
+    signing: Option<Arc<SigningKey>>,
     verifying: Vec<VerifyingKey>,
 }
 
@@ -399,11 +400,25 @@ impl KeySet {
         {
             verifying.push(s.verifying_key());
         }
-        KeySet { signing, verifying }
+        KeySet {
+            signing: signing.map(Arc::new),
+            verifying,
+        }
+    }
+
+    /// This set with `extra` verifying too (those whose kid it has already are left out).
+    pub(crate) fn with_extra(&self, extra: &[VerifyingKey]) -> KeySet {
+        let mut set = self.clone();
+        for k in extra {
+            if !set.verifying.iter().any(|v| v.kid() == k.kid()) {
+                set.verifying.push(k.clone());
+            }
+        }
+        set
     }
 
     pub(crate) fn signing(&self) -> Option<&SigningKey> {
-        self.signing.as_ref()
+        self.signing.as_deref()
     }
 
     /// Verification candidates (jwt.go staticPublicKeysGetter.GetPublicKeys): all keys when

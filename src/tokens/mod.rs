@@ -10,9 +10,11 @@ pub(crate) mod authenticator;
 pub(crate) mod claims;
 pub(crate) mod issuer;
 pub(crate) mod jws;
+pub(crate) mod keyring;
 pub(crate) mod keys;
 pub(crate) mod lookup;
 pub(crate) mod oidc;
+pub(crate) mod rotation;
 pub(crate) mod static_tokens;
 
 use std::collections::BTreeMap;

@@ -1,12 +1,14 @@
 //! OIDC discovery for service-account tokens (`pkg/serviceaccount/openidmetadata.go`):
-//! `/.well-known/openid-configuration` and `/openid/v1/jwks`, rendered once, so that
+//! `/.well-known/openid-configuration` and `/openid/v1/jwks`, rendered from the key set in use, so that
 //! relying parties (Vault, cloud IAM, PyJWT) can verify tokens from the documents alone.
 
 use serde_json::{Value, json};
 
-use super::keys::KeySet;
+use std::sync::Arc;
 
-/// Both documents, ready to serve.
+use super::keyring::Keyring;
+
+/// Both documents, rendered from one key set.
 #[derive(Debug, Clone)]
 pub(crate) struct Discovery {
     pub(crate) configuration: Vec<u8>,
@@ -29,50 +31,72 @@ fn https_url(s: &str) -> bool {
         .is_some_and(|rest| !rest.is_empty() && !rest.contains('?') && !rest.contains('#'))
 }
 
-/// Builds the documents. `jwks_uri` is `--service-account-jwks-uri`, or the server's own
+/// The checked issuer and JWKS URI, and the key ring the documents list: keys published
+/// ahead of a rotation appear at once, retired ones leave at once.
+#[derive(Debug, Clone)]
+pub(crate) struct Publisher {
+    issuer: String,
+    jwks_uri: String,
+    keys: Arc<Keyring>,
+}
+
+/// Checks the URLs. `jwks_uri` is `--service-account-jwks-uri`, or the server's own
 /// `https://<host:port>/openid/v1/jwks`.
 pub(crate) fn build(
     issuer: &str,
     jwks_uri: &str,
-    keys: &KeySet,
-) -> Result<Discovery, DiscoveryError> {
+    keys: Arc<Keyring>,
+) -> Result<Publisher, DiscoveryError> {
     if !https_url(issuer) {
         return Err(DiscoveryError::Issuer(issuer.to_string()));
     }
     if !https_url(jwks_uri) {
         return Err(DiscoveryError::JwksUri(jwks_uri.to_string()));
     }
-    let configuration: Value = json!({
-        "issuer": issuer,
-        "jwks_uri": jwks_uri,
-        "response_types_supported": ["id_token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": keys.algorithms(),
-    });
-    Ok(Discovery {
-        configuration: serde_json::to_vec(&configuration).unwrap_or_default(),
-        jwks: serde_json::to_vec(&keys.jwks()).unwrap_or_default(),
+    Ok(Publisher {
+        issuer: issuer.to_string(),
+        jwks_uri: jwks_uri.to_string(),
+        keys,
     })
+}
+
+impl Publisher {
+    /// Both documents for the key set in use now (a few keys: cheap enough per request).
+    pub(crate) fn documents(&self) -> Discovery {
+        let keys = self.keys.current();
+        let configuration: Value = json!({
+            "issuer": self.issuer,
+            "jwks_uri": self.jwks_uri,
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": keys.algorithms(),
+        });
+        Discovery {
+            configuration: serde_json::to_vec(&configuration).unwrap_or_default(),
+            jwks: serde_json::to_vec(&keys.jwks()).unwrap_or_default(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::tokens::keys::{
-        SigningKey, VerifyingKey, generate_ec_p256_pem, generate_rsa_2048_pem,
+        KeySet, SigningKey, VerifyingKey, generate_ec_p256_pem, generate_rsa_2048_pem,
     };
 
     #[test]
     fn documents_list_every_key_and_algorithm() {
         let signing = SigningKey::from_pem(generate_rsa_2048_pem().unwrap().as_bytes()).unwrap();
         let extra = VerifyingKey::from_pem_all(generate_ec_p256_pem().unwrap().as_bytes()).unwrap();
-        let keys = KeySet::new(Some(signing), extra);
+        let keys = Keyring::new(KeySet::new(Some(signing), extra));
         let d = build(
             "https://kubernetes.default.svc",
             "https://127.0.0.1:6443/openid/v1/jwks",
-            &keys,
+            keys.clone(),
         )
-        .unwrap();
+        .unwrap()
+        .documents();
         let text = String::from_utf8(d.configuration).unwrap();
         assert_eq!(
             text,
@@ -83,18 +107,44 @@ mod tests {
     }
 
     #[test]
+    fn documents_follow_the_key_ring() {
+        let first = SigningKey::from_pem(generate_rsa_2048_pem().unwrap().as_bytes()).unwrap();
+        let keys = Keyring::new(KeySet::new(Some(first), vec![]));
+        let publisher = build("https://a", "https://a/jwks", keys.clone()).unwrap();
+        let kids = |p: &Publisher| -> Vec<String> {
+            let jwks: Value = serde_json::from_slice(&p.documents().jwks).unwrap();
+            jwks["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(kids(&publisher).len(), 1);
+        let ec = SigningKey::from_pem(generate_ec_p256_pem().unwrap().as_bytes()).unwrap();
+        let kid = ec.kid().to_string();
+        keys.replace(KeySet::new(Some(ec), vec![]));
+        assert_eq!(kids(&publisher), [kid]);
+        let config: Value = serde_json::from_slice(&publisher.documents().configuration).unwrap();
+        assert_eq!(
+            config["id_token_signing_alg_values_supported"],
+            json!(["ES256"])
+        );
+    }
+
+    #[test]
     fn only_https_issuers_get_discovery() {
-        let keys = KeySet::new(None, vec![]);
+        let keys = Keyring::new(KeySet::new(None, vec![]));
         assert!(matches!(
-            build("kubernetes/serviceaccount", "https://x/jwks", &keys),
+            build("kubernetes/serviceaccount", "https://x/jwks", keys.clone()),
             Err(DiscoveryError::Issuer(_))
         ));
         assert!(matches!(
-            build("https://a?b", "https://x/jwks", &keys),
+            build("https://a?b", "https://x/jwks", keys.clone()),
             Err(DiscoveryError::Issuer(_))
         ));
         assert!(matches!(
-            build("https://a", "http://x/jwks", &keys),
+            build("https://a", "http://x/jwks", keys.clone()),
             Err(DiscoveryError::JwksUri(_))
         ));
     }
