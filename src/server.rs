@@ -198,7 +198,7 @@ pub(crate) async fn build(config: Config, reload: Trigger) -> anyhow::Result<Ser
         keyring: keys,
         reload: key_reload,
         rotation,
-    } = key_sources(&config, &pki, &store, &clock, &reload).await?;
+    } = key_sources(&config, &pki, &registry, &clock, &reload).await?;
     let metrics = Arc::new(Metrics::new());
     let (authn, legacy_uses, invalidator) =
         authenticators(&config, statics, &keys, &registry, &clock, &metrics);
@@ -456,7 +456,7 @@ struct KeySources {
 async fn key_sources(
     config: &Config,
     pki: &Pki,
-    store: &Arc<dyn Store>,
+    registry: &Registry,
     clock: &SharedClock,
     trigger: &Trigger,
 ) -> anyhow::Result<KeySources> {
@@ -492,7 +492,7 @@ async fn key_sources(
     .with_context(|| format!("loading the key-encryption key {}", kek_path.display()))?;
     let first = std::fs::read(pki.sa_key_path())
         .with_context(|| format!("reading {}", pki.sa_key_path().display()))?;
-    let (ring, revision) = signing_keys::load_or_create(store.as_ref(), &kek, &first, clock.now())
+    let (ring, revision) = signing_keys::load_or_create(registry, &kek, &first, clock.now())
         .await
         .context("reading the signing keys from the store")?;
     let keyring = Keyring::new(ring.key_set(&kek).context("opening the signing keys")?);
@@ -518,7 +518,7 @@ async fn key_sources(
         None => TokenLifetimes::from_flags(config.max_expiration_seconds, config.extend_expiration),
     };
     let rotation = KeyRotation {
-        store: store.clone(),
+        registry: registry.clone(),
         kek: Arc::new(kek),
         keyring: keyring.clone(),
         lifetimes,

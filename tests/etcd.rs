@@ -123,8 +123,10 @@ fn serve_keeps_objects_in_etcd_across_restarts_and_kill_9() {
     s.start_again();
     s.kubectl_ok(&["get", "sa", "acknowledged", "-n", "ci"]);
 
-    // 5. A second server with its own data dir on the same etcd serves the same objects.
-    let other = Server::start_with(&[&servers, "--etcd-prefix=/tw"]);
+    // 5. A second server with its own data dir on the same etcd serves the same objects (it
+    //    joins with --cluster-from: it needs the key-encryption key that opens the signing keys).
+    let from = format!("--cluster-from={}", s.data_dir().display());
+    let other = Server::start_with(&[&servers, "--etcd-prefix=/tw", &from]);
     let names = other.kubectl_ok(&["get", "sa", "-n", "ci", "-o", "name"]);
     ensure(
         &other,

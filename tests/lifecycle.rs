@@ -25,7 +25,14 @@ use support::{Server, ensure};
 
 const UNAUTHORIZED: &str = "error: You must be logged in to the server (Unauthorized)";
 /// What a full backup needs besides the database (README, "Backup and restore").
-const KEY_FILES: [&str; 5] = ["ca.crt", "ca.key", "sa.key", "sa.pub", "admin.token"];
+const KEY_FILES: [&str; 6] = [
+    "key-encryption.key",
+    "ca.crt",
+    "ca.key",
+    "sa.key",
+    "sa.pub",
+    "admin.token",
+];
 
 fn mode(path: &Path) -> u32 {
     support::or_die(fs::metadata(path), format!("stat {}", path.display()))

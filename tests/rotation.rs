@@ -127,8 +127,12 @@ impl Verifier {
                 .spawn(),
             "start the PyJWT verifier",
         );
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let stdin = or_die(child.stdin.take().ok_or("no pipe"), "the verifier's stdin");
+        let stdout = or_die(
+            child.stdout.take().ok_or("no pipe"),
+            "the verifier's stdout",
+        );
+        let stdout = BufReader::new(stdout);
         Verifier {
             child,
             stdin,

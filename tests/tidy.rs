@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 const TABLE: &[(&str, &[&str])] = &[
     ("clock", &[]),
     ("wellknown", &[]),
+    // Files the server re-reads while it runs: change detection and the load-or-keep rule,
+    // for `server` (key, certificate and token files) and `controllers` (key rotation requests).
+    ("reload", &[]),
     ("telemetry", &["clock", "wellknown"]),
     ("pki", &["clock", "wellknown"]),
     ("store", &["clock"]),
@@ -36,6 +39,7 @@ const TABLE: &[(&str, &[&str])] = &[
             "clock",
             "wellknown",
             "telemetry",
+            "reload",
         ],
     ),
     (
@@ -69,6 +73,7 @@ const TABLE: &[(&str, &[&str])] = &[
             "controllers",
             "rbac",
             "api",
+            "reload",
         ],
     ),
     ("agent", &["clock", "wellknown", "telemetry"]),
@@ -90,6 +95,7 @@ const TABLE: &[(&str, &[&str])] = &[
             "server",
             "agent",
             "diagnose",
+            "reload",
         ],
     ),
 ];
@@ -97,7 +103,8 @@ const TABLE: &[(&str, &[&str])] = &[
 /// Rooms inside a row: (module, the module it uses, the only items of it that it may name).
 /// STYLE.md: `api` serves tokens through the authenticator, the issuer and the OIDC documents
 /// and never touches key material or JWS; controllers sign through `tokens::issuer`'s
-/// `Signer`, never `tokens::jws`. Test modules (`#[cfg(test)]` onwards) may reach further, to
+/// `Signer`, never `tokens::jws`, and rotate the generated keys through `tokens::rotation`
+/// (sealed records) and `tokens::keyring` (the set in use). Test modules (`#[cfg(test)]` onwards) may reach further, to
 /// verify what was signed.
 const INSIDE_RULES: &[(&str, &str, &[&str])] = &[
     (
@@ -108,7 +115,15 @@ const INSIDE_RULES: &[(&str, &str, &[&str])] = &[
     (
         "controllers",
         "tokens",
-        &["issuer", "keys", "authenticator", "claims", "KeySet"],
+        &[
+            "issuer",
+            "keys",
+            "authenticator",
+            "claims",
+            "KeySet",
+            "keyring",
+            "rotation",
+        ],
     ),
     ("rbac", "tokens", &["UserInfo"]),
 ];

@@ -22,14 +22,11 @@ use tokio::sync::watch;
 
 use super::LeaderGate;
 use crate::clock::SharedClock;
+use crate::registry::{Registry, RegistryError};
 use crate::reload::{self, Trigger};
-use crate::store::{Revision, Store, StoreError};
 use crate::tokens::keyring::Keyring;
 use crate::tokens::keys::generate_rsa_2048_pem;
 use crate::tokens::rotation::{Kek, SigningKeys, Stage, TokenLifetimes};
-
-/// Where the ring lives in the store (under the registry's root, outside every resource).
-pub(crate) const RECORD_KEY: &str = "/registry/tokenwarden.io/signingkeys";
 
 /// `tokenwarden keys rotate` leaves its request here, in the server's data directory.
 pub(crate) const REQUEST_FILE: &str = "keys-rotate.request";
@@ -83,7 +80,7 @@ pub(crate) struct RequestOutcome {
 
 /// One replica's part in the rotation.
 pub(crate) struct KeyRotation {
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: Registry,
     pub(crate) kek: Arc<Kek>,
     pub(crate) keyring: Arc<Keyring>,
     pub(crate) lifetimes: TokenLifetimes,
@@ -92,40 +89,43 @@ pub(crate) struct KeyRotation {
     /// SIGHUP: look for a request and read the record now.
     pub(crate) trigger: Trigger,
     /// The record's revision whose keys `keyring` holds.
-    pub(crate) seen: Revision,
+    pub(crate) seen: i64,
 }
 
 /// The ring in the store, created from `first_pem` (the data directory's `sa.key`) if there
 /// is none yet; a replica that loses the race to create it takes the winner's.
 pub(crate) async fn load_or_create(
-    store: &dyn Store,
+    registry: &Registry,
     kek: &Kek,
     first_pem: &[u8],
     now: Timestamp,
-) -> anyhow::Result<(SigningKeys, Revision)> {
+) -> anyhow::Result<(SigningKeys, i64)> {
     for _ in 0..3 {
-        if let Some(found) = read(store).await? {
+        if let Some(found) = read(registry).await? {
             return Ok(found);
         }
         let ring = SigningKeys::first(first_pem, kek, now)?;
-        match store.create(RECORD_KEY, serde_json::to_vec(&ring)?).await {
-            Ok(kv) => {
+        match registry
+            .put_signing_keys(serde_json::to_vec(&ring)?, None)
+            .await
+        {
+            Ok(revision) => {
                 tracing::info!(kid = %ring.keys[0].kid, "service-account signing keys moved into the store, sealed with key-encryption key {}", kek.id());
-                return Ok((ring, kv.mod_revision));
+                return Ok((ring, revision));
             }
-            Err(StoreError::AlreadyExists(_)) => continue,
+            Err(RegistryError::AlreadyExists { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
     }
     anyhow::bail!("the signing keys record keeps changing under this replica")
 }
 
-async fn read(store: &dyn Store) -> anyhow::Result<Option<(SigningKeys, Revision)>> {
-    let Some(kv) = store.get(RECORD_KEY).await? else {
+async fn read(registry: &Registry) -> anyhow::Result<Option<(SigningKeys, i64)>> {
+    let Some(record) = registry.signing_keys().await? else {
         return Ok(None);
     };
-    let ring = serde_json::from_slice(&kv.value).context("decoding the signing keys record")?;
-    Ok(Some((ring, kv.mod_revision)))
+    let ring = serde_json::from_slice(&record.value).context("decoding the signing keys record")?;
+    Ok(Some((ring, record.revision)))
 }
 
 impl KeyRotation {
@@ -159,14 +159,14 @@ impl KeyRotation {
 
     /// Advances the stages if this replica leads, then puts the record's keys in use if it
     /// changed since `seen`.
-    async fn step(&self, seen: &mut Revision, leads: bool) -> anyhow::Result<()> {
-        let Some((mut ring, revision)) = read(self.store.as_ref()).await? else {
-            anyhow::bail!("the record {RECORD_KEY} is gone");
+    async fn step(&self, seen: &mut i64, leads: bool) -> anyhow::Result<()> {
+        let Some((mut ring, revision)) = read(&self.registry).await? else {
+            anyhow::bail!("the signing keys record is gone");
         };
         let (ring, revision) = if leads && ring.advance(self.clock.now(), self.lifetimes) {
-            let kv = self
-                .store
-                .update(RECORD_KEY, serde_json::to_vec(&ring)?, Some(revision))
+            let written = self
+                .registry
+                .put_signing_keys(serde_json::to_vec(&ring)?, Some(revision))
                 .await?;
             let stages: Vec<String> = ring
                 .keys
@@ -174,7 +174,7 @@ impl KeyRotation {
                 .map(|k| format!("{} {}", k.kid, k.stage.as_str()))
                 .collect();
             tracing::info!("signing keys advanced: {}", stages.join(", "));
-            (ring, kv.mod_revision)
+            (ring, written)
         } else {
             (ring, revision)
         };
@@ -217,17 +217,17 @@ impl KeyRotation {
     async fn rotate(&self, ahead: SignedDuration) -> anyhow::Result<String> {
         let pem = generate_rsa_2048_pem()?;
         for _ in 0..5 {
-            let Some((mut ring, revision)) = read(self.store.as_ref()).await? else {
-                anyhow::bail!("the record {RECORD_KEY} is gone");
+            let Some((mut ring, revision)) = read(&self.registry).await? else {
+                anyhow::bail!("the signing keys record is gone");
             };
             let kid = ring
                 .rotate(pem.as_bytes(), &self.kek, self.clock.now(), ahead)?
                 .kid
                 .clone();
             let body = serde_json::to_vec(&ring)?;
-            match self.store.update(RECORD_KEY, body, Some(revision)).await {
+            match self.registry.put_signing_keys(body, Some(revision)).await {
                 Ok(_) => return Ok(kid),
-                Err(StoreError::Conflict { .. }) => continue,
+                Err(RegistryError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -237,7 +237,7 @@ impl KeyRotation {
     /// Writes the status file from the record (best effort: a status file that cannot be
     /// written is logged, and nothing else depends on it).
     async fn write_status(&self, last_request: Option<RequestOutcome>) {
-        let ring = match read(self.store.as_ref()).await {
+        let ring = match read(&self.registry).await {
             Ok(Some((ring, _))) => ring,
             _ => return,
         };

@@ -12,6 +12,7 @@ pub(crate) mod rbac;
 pub(crate) mod resources;
 pub(crate) mod selectors;
 pub(crate) mod shared_watch;
+pub(crate) mod signing_keys;
 pub(crate) mod validation;
 
 use std::sync::Arc;

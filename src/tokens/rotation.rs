@@ -16,7 +16,7 @@
 //! Private keys are sealed with AES-256-GCM under a key-encryption key (KEK) read from a
 //! file, with the kid as associated data (a sealed key cannot be moved to another record);
 //! the store never holds one in the clear. Owns: the document, the stages, sealing.
-//! Must not: do I/O (the `controllers::signing_keys` loop reads and writes the store).
+//! Must not: do I/O (the `controllers::signing_keys` loop reads and writes the record).
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, Nonce, RandomizedNonceKey};
 use aws_lc_rs::digest;
@@ -35,7 +35,7 @@ pub(crate) enum RotationError {
     #[error("a rotation is already under way: key {kid} is published and signs from {signs_from}")]
     InProgress { kid: String, signs_from: Timestamp },
     #[error(
-        "key {kid} is sealed with key-encryption key {sealed_with}, but this server has {ours}: give every replica the same key-encryption key file"
+        "key {kid} is sealed with key-encryption key {sealed_with}, but this server has {ours}: every replica needs the same key-encryption key file (--cluster-from copies it), and a restored database the key-encryption.key of the data directory it came from"
     )]
     OtherKek {
         kid: String,
