@@ -26,7 +26,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::reload::{self, Trigger};
 use crate::tokens::keyring::Keyring;
 use crate::tokens::keys::generate_rsa_2048_pem;
-use crate::tokens::rotation::{Kek, SigningKeys, Stage, TokenLifetimes};
+use crate::tokens::rotation::{Kek, KeyInfo, SigningKeys, Stage, TokenLifetimes};
 
 /// `tokenwarden keys rotate` leaves its request here, in the server's data directory.
 pub(crate) const REQUEST_FILE: &str = "keys-rotate.request";
@@ -50,24 +50,12 @@ pub(crate) struct RotateRequest {
 pub(crate) struct Status {
     pub(crate) written: Option<Timestamp>,
     pub(crate) pid: u32,
-    pub(crate) keys: Vec<KeyStatus>,
+    pub(crate) keys: Vec<KeyInfo>,
     /// When the leader next moves a key on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) next_change: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) last_request: Option<RequestOutcome>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct KeyStatus {
-    pub(crate) kid: String,
-    pub(crate) algorithm: String,
-    pub(crate) stage: Stage,
-    pub(crate) created: Timestamp,
-    pub(crate) signs_from: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) retires_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,7 +98,7 @@ pub(crate) async fn load_or_create(
             .await
         {
             Ok(revision) => {
-                tracing::info!(kid = %ring.keys[0].kid, "service-account signing keys moved into the store, sealed with key-encryption key {}", kek.id());
+                tracing::info!(kid = %ring.keys[0].info.kid, "service-account signing keys moved into the store, sealed with key-encryption key {}", kek.id());
                 return Ok((ring, revision));
             }
             Err(RegistryError::AlreadyExists { .. }) => continue,
@@ -171,7 +159,7 @@ impl KeyRotation {
             let stages: Vec<String> = ring
                 .keys
                 .iter()
-                .map(|k| format!("{} {}", k.kid, k.stage.as_str()))
+                .map(|k| format!("{} {}", k.info.kid, k.info.stage.as_str()))
                 .collect();
             tracing::info!("signing keys advanced: {}", stages.join(", "));
             (ring, written)
@@ -222,6 +210,7 @@ impl KeyRotation {
             };
             let kid = ring
                 .rotate(pem.as_bytes(), &self.kek, self.clock.now(), ahead)?
+                .info
                 .kid
                 .clone();
             let body = serde_json::to_vec(&ring)?;
@@ -244,18 +233,7 @@ impl KeyRotation {
         let status = Status {
             written: Some(self.clock.now()),
             pid: std::process::id(),
-            keys: ring
-                .keys
-                .iter()
-                .map(|k| KeyStatus {
-                    kid: k.kid.clone(),
-                    algorithm: k.algorithm.clone(),
-                    stage: k.stage,
-                    created: k.created,
-                    signs_from: k.signs_from,
-                    retires_at: k.retires_at,
-                })
-                .collect(),
+            keys: ring.keys.iter().map(|k| k.info.clone()).collect(),
             next_change: ring.next_change(),
             last_request,
         };

@@ -151,10 +151,10 @@ impl Stage {
     }
 }
 
-/// One key of the ring.
+/// What is public about a key of the ring (`tokenwarden keys status` shows it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct KeyRecord {
+pub(crate) struct KeyInfo {
     pub(crate) kid: String,
     pub(crate) algorithm: String,
     pub(crate) stage: Stage,
@@ -164,6 +164,13 @@ pub(crate) struct KeyRecord {
     /// When it leaves the ring (verifying only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) retires_at: Option<Timestamp>,
+}
+
+/// One key of the ring: its public facts and its sealed private key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KeyRecord {
+    #[serde(flatten)]
+    pub(crate) info: KeyInfo,
     sealed: Sealed,
 }
 
@@ -214,10 +221,10 @@ impl SigningKeys {
         now: Timestamp,
         publish_ahead: SignedDuration,
     ) -> Result<&KeyRecord, RotationError> {
-        if let Some(k) = self.keys.iter().find(|k| k.stage == Stage::Published) {
+        if let Some(k) = self.keys.iter().find(|k| k.info.stage == Stage::Published) {
             return Err(RotationError::InProgress {
-                kid: k.kid.clone(),
-                signs_from: k.signs_from,
+                kid: k.info.kid.clone(),
+                signs_from: k.info.signs_from,
             });
         }
         let signs_from = now.saturating_add(publish_ahead).unwrap_or(now);
@@ -232,19 +239,24 @@ impl SigningKeys {
         let due = self
             .keys
             .iter()
-            .position(|k| k.stage == Stage::Published && k.signs_from <= now);
+            .position(|k| k.info.stage == Stage::Published && k.info.signs_from <= now);
         if let Some(i) = due {
-            for k in self.keys.iter_mut().filter(|k| k.stage == Stage::Signing) {
-                k.stage = Stage::Verifying;
-                k.retires_at = Some(now.saturating_add(lifetimes.longest).unwrap_or(now));
+            for k in self
+                .keys
+                .iter_mut()
+                .filter(|k| k.info.stage == Stage::Signing)
+            {
+                k.info.stage = Stage::Verifying;
+                k.info.retires_at = Some(now.saturating_add(lifetimes.longest).unwrap_or(now));
             }
-            self.keys[i].stage = Stage::Signing;
-            self.keys[i].signs_from = now;
+            self.keys[i].info.stage = Stage::Signing;
+            self.keys[i].info.signs_from = now;
             changed = true;
         }
         let before = self.keys.len();
-        self.keys
-            .retain(|k| !(k.stage == Stage::Verifying && k.retires_at.is_some_and(|at| at <= now)));
+        self.keys.retain(|k| {
+            !(k.info.stage == Stage::Verifying && k.info.retires_at.is_some_and(|at| at <= now))
+        });
         changed || self.keys.len() != before
     }
 
@@ -253,11 +265,11 @@ impl SigningKeys {
         let mut signing = None;
         let mut verifying = Vec::new();
         for k in &self.keys {
-            let pem = kek.open(&k.kid, &k.sealed)?;
+            let pem = kek.open(&k.info.kid, &k.sealed)?;
             let key = SigningKey::from_pem(&pem)
-                .map_err(|e| RotationError::Key(k.kid.clone(), e.to_string()))?;
+                .map_err(|e| RotationError::Key(k.info.kid.clone(), e.to_string()))?;
             verifying.push(key.verifying_key());
-            if k.stage == Stage::Signing {
+            if k.info.stage == Stage::Signing {
                 signing = Some(key);
             }
         }
@@ -269,9 +281,9 @@ impl SigningKeys {
     pub(crate) fn next_change(&self) -> Option<Timestamp> {
         self.keys
             .iter()
-            .filter_map(|k| match k.stage {
-                Stage::Published => Some(k.signs_from),
-                Stage::Verifying => k.retires_at,
+            .filter_map(|k| match k.info.stage {
+                Stage::Published => Some(k.info.signs_from),
+                Stage::Verifying => k.info.retires_at,
                 Stage::Signing => None,
             })
             .min()
@@ -290,12 +302,14 @@ fn record(
     let kid = key.kid().to_string();
     Ok(KeyRecord {
         sealed: kek.seal(&kid, pem)?,
-        algorithm: key.algorithm().as_str().to_string(),
-        kid,
-        stage,
-        created: now,
-        signs_from,
-        retires_at: None,
+        info: KeyInfo {
+            algorithm: key.algorithm().as_str().to_string(),
+            kid,
+            stage,
+            created: now,
+            signs_from,
+            retires_at: None,
+        },
     })
 }
 
@@ -324,7 +338,7 @@ mod tests {
     };
 
     fn stages(r: &SigningKeys) -> Vec<&'static str> {
-        r.keys.iter().map(|k| k.stage.as_str()).collect()
+        r.keys.iter().map(|k| k.info.stage.as_str()).collect()
     }
 
     #[test]
@@ -333,10 +347,11 @@ mod tests {
         let old = generate_rsa_2048_pem().unwrap();
         let new = generate_ec_p256_pem().unwrap();
         let mut ring = SigningKeys::first(old.as_bytes(), &kek, at(0)).unwrap();
-        let old_kid = ring.keys[0].kid.clone();
+        let old_kid = ring.keys[0].info.kid.clone();
         let new_kid = ring
             .rotate(new.as_bytes(), &kek, at(10), SignedDuration::from_secs(100))
             .unwrap()
+            .info
             .kid
             .clone();
         // 1. Published: both verify (and are in the JWKS), the old one signs.
@@ -354,7 +369,7 @@ mod tests {
         // 2. Signing: the new key signs; the old one verifies until a token lifetime later.
         assert!(ring.advance(at(110), LIFE));
         assert_eq!(stages(&ring), ["verifying", "signing"]);
-        assert_eq!(ring.keys[0].retires_at, Some(at(110 + 3600)));
+        assert_eq!(ring.keys[0].info.retires_at, Some(at(110 + 3600)));
         let set = ring.key_set(&kek).unwrap();
         assert_eq!(set.signing().unwrap().kid(), new_kid);
         assert_eq!(set.candidates(Some(&old_kid)).count(), 1);
@@ -362,7 +377,7 @@ mod tests {
         assert!(!ring.advance(at(110 + 3599), LIFE));
         assert!(ring.advance(at(110 + 3600), LIFE));
         assert_eq!(stages(&ring), ["signing"]);
-        assert_eq!(ring.keys[0].kid, new_kid);
+        assert_eq!(ring.keys[0].info.kid, new_kid);
         assert_eq!(ring.next_change(), None);
     }
 
@@ -391,7 +406,7 @@ mod tests {
         ));
         // The kid is the associated data: a sealed key under another kid fails.
         let mut moved = ring.clone();
-        moved.keys[0].kid = "other".into();
+        moved.keys[0].info.kid = "other".into();
         assert!(matches!(moved.key_set(&kek), Err(RotationError::Unseal(_))));
     }
 
