@@ -45,8 +45,8 @@ enum Command {
     /// path; an agent for that Pod is embedded, so no separate agent process is needed.
     Run(RunArgs),
     /// Audit a cluster (tokenwarden or Kubernetes) for stale and legacy service-account
-    /// tokens and the clients behind them. Exit code 0: clean, 1: findings at or above
-    /// --fail-on, 2: could not run.
+    /// tokens and the clients behind them, as text, JSON, HTML or markdown. Exit code 0:
+    /// clean, 1: findings at or above --fail-on, 2: could not run.
     Diagnose(DiagnoseArgs),
     /// Copy the database of a server, running or stopped, into OUT (one consistent snapshot,
     /// safe while the server writes). A full backup also needs the key files of the data
@@ -75,7 +75,8 @@ struct DiagnoseArgs {
     /// the clients behind stale and legacy tokens.
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
-    /// Report format.
+    /// Report format, on stdout (`-o html > report.html`). html and markdown add a chart of
+    /// stale-token uses per ServiceAccount over time when --audit-log gives their times.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     output: diagnose::OutputFormat,
     /// Exit 1 when a finding is at least this severe.

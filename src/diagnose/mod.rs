@@ -4,9 +4,9 @@
 //!
 //! Owns: [`DiagnoseConfig`], the run ([`run`]: talk to the cluster, read the optional audit
 //! log, build the report, pick the exit code), the analysis ([`analyze`], pure) and the report
-//! model. Rendering is in `report`, User-Agent parsing in `useragent`, `/metrics` parsing in
-//! `metrics`, the audit log in `audit`, the RBAC checks (and the definition of a wildcard
-//! role) in `rbac`.
+//! model. Rendering is in `report` (text, JSON), `html` and `markdown`, User-Agent parsing in
+//! `useragent`, `/metrics` parsing in `metrics`, the audit log in `audit` and its stale uses
+//! over time in `timeline`, the RBAC checks (and the definition of a wildcard role) in `rbac`.
 //! Must not: import a server module (it is a client, STYLE.md rule 2), write to the cluster,
 //! or crash on a missing permission or endpoint: those become `warnings` in the report.
 //!
@@ -43,7 +43,12 @@
 //!                                  "note": string } ],
 //!                   "remedy": string } ],
 //!   "warnings": [ string ],
-//!   "summary": { "error": int, "warning": int, "info": int }
+//!   "summary": { "error": int, "warning": int, "info": int },
+//!   "staleTimeline": null | { "bucketMinutes": int,              // null: no audit log
+//!                             "bucketStarts": [ RFC 3339 string ], // UTC, oldest first
+//!                             "series": [{ "namespace", "serviceAccount",
+//!                                          "counts": [int] }],   // one per bucket
+//!                             "untimedStaleEvents": int }
 //! }
 //! ```
 //! `check` is one of: `cluster-version`, `stale-token-use`, `stale-tokens-unattributed`,
@@ -53,9 +58,12 @@
 //! ServiceAccounts, or a Group of ServiceAccounts such as `system:serviceaccounts`).
 
 pub(crate) mod audit;
+pub(crate) mod html;
+pub(crate) mod markdown;
 pub(crate) mod metrics;
 pub(crate) mod rbac;
 pub(crate) mod report;
+pub(crate) mod timeline;
 pub(crate) mod useragent;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,6 +82,7 @@ use crate::wellknown;
 use self::audit::{AccountUse, AuditSummary};
 use self::metrics::TokenMetrics;
 use self::rbac::RbacObjects;
+use self::timeline::StaleTimeline;
 use self::useragent::ClientInfo;
 
 /// How bad a finding is; ordered, so `--fail-on` compares with `>=`.
@@ -97,8 +106,15 @@ impl Severity {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum OutputFormat {
+    /// Aligned text for a terminal.
     Text,
+    /// The DiagnoseReport document (tokenwarden.io/v1alpha1), for programs.
     Json,
+    /// One self-contained page (inline CSS and SVG chart, no script): `-o html > report.html`.
+    Html,
+    /// GitHub-flavoured markdown tables, for an issue or a pull request.
+    #[value(alias = "md")]
+    Markdown,
 }
 
 /// What `cli` resolves the flags into.
@@ -185,6 +201,8 @@ pub(crate) struct Report {
     pub(crate) findings: Vec<Finding>,
     pub(crate) warnings: Vec<String>,
     pub(crate) summary: Summary,
+    /// `None` without an audit log.
+    pub(crate) stale_timeline: Option<StaleTimeline>,
 }
 
 impl Report {
@@ -221,6 +239,8 @@ pub(crate) async fn run(config: DiagnoseConfig, clock: SharedClock) -> u8 {
             let text = match config.output {
                 OutputFormat::Text => report::text(&report),
                 OutputFormat::Json => report::json(&report),
+                OutputFormat::Html => html::render(&report),
+                OutputFormat::Markdown => markdown::render(&report),
             };
             print!("{text}");
             match report.worst() {
@@ -426,6 +446,7 @@ pub(crate) fn analyze(inputs: Inputs, today: Date) -> Report {
         findings,
         warnings: inputs.warnings,
         summary,
+        stale_timeline: inputs.audit.as_ref().map(|(_, s)| timeline::build(s)),
     }
 }
 
