@@ -232,11 +232,14 @@ fn chart_section(out: &mut String, timeline: Option<&StaleTimeline>) {
         let _ = writeln!(out, "<p class=\"no-chart\">{}</p>", esc(why));
         return;
     };
+    let last = t.bucket_starts.len().saturating_sub(1);
     let _ = write!(
         out,
-        "<p>Per ServiceAccount, in buckets of {} (UTC), from the audit log's \
-         requestReceivedTimestamp.",
-        t.bucket_text()
+        "<p>Per ServiceAccount, in buckets of {} from {} to {} (UTC, the start of each \
+         bucket), from the audit log's requestReceivedTimestamp.",
+        t.bucket_text(),
+        esc(&t.bucket_label(0)),
+        esc(&t.bucket_label(last)),
     );
     if t.untimed_stale_events > 0 {
         let _ = write!(
@@ -314,16 +317,37 @@ pub(crate) fn svg_chart(t: &StaleTimeline) -> String {
     }
     let every = buckets.div_ceil(X_LABELS);
     for i in (0..buckets).step_by(every) {
-        let x = (LEFT + slot * (i as f64 + 0.5)).clamp(LEFT + 40.0, WIDTH - RIGHT - 40.0);
+        let x = (LEFT + slot * (i as f64 + 0.5)).clamp(LEFT + 30.0, WIDTH - RIGHT - 30.0);
         let _ = writeln!(
             svg,
             "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
             base + 16.0,
-            esc(&t.bucket_label(i))
+            esc(&axis_label(t, i))
         );
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// The start of bucket `i` as short as the chart allows (the paragraph above it gives the
+/// full first and last): a date for day buckets, a time when every bucket is on one day.
+fn axis_label(t: &StaleTimeline, i: usize) -> String {
+    let (Some(start), Some(first), Some(last)) = (
+        t.bucket_starts.get(i),
+        t.bucket_starts.first(),
+        t.bucket_starts.last(),
+    ) else {
+        return String::new();
+    };
+    let day = |ts: &jiff::Timestamp| ts.as_second().div_euclid(24 * 60 * 60);
+    let format = if t.bucket_minutes % (24 * 60) == 0 {
+        "%Y-%m-%d"
+    } else if day(first) == day(last) {
+        "%H:%M"
+    } else {
+        "%m-%d %H:%M"
+    };
+    start.strftime(format).to_string()
 }
 
 /// The axes, with grid lines and labels at 0, half the maximum and the maximum.
@@ -468,6 +492,8 @@ mod tests {
         assert_eq!(svg.matches("<rect class=\"bar c1\"").count(), 2, "{svg}");
         // One time label per bucket (four fit), and the y axis goes to the tallest bar, 3.
         assert_eq!(svg.matches("text-anchor=\"middle\"").count(), 4, "{svg}");
+        let first = t.bucket_starts[0].strftime("%H:%M").to_string();
+        assert!(svg.contains(&format!("middle\">{first}</text>")), "{svg}");
         assert!(svg.contains("text-anchor=\"end\">3</text>"), "{svg}");
         assert_eq!(unbalanced(&svg), None, "{svg}");
         // The tallest stacks (3 uses) reach the top of the plot; bucket 1's one use a third.
