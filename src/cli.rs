@@ -196,7 +196,11 @@ fn run_bench(args: tokenwarden_bench::BenchArgs) -> ExitCode {
         .build()
         .context("starting the async runtime")
         .and_then(|runtime| {
-            runtime.block_on(tokenwarden_bench::run(args, Arc::new(bench::ServerKeys)))
+            runtime.block_on(tokenwarden_bench::run(
+                args,
+                Arc::new(bench::ServerKeys),
+                progress_on_stderr(),
+            ))
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -207,6 +211,14 @@ fn run_bench(args: tokenwarden_bench::BenchArgs) -> ExitCode {
     }
 }
 
+/// Whether long commands (`bench`, `diagnose`) show progress: only to a person at a terminal,
+/// never into a pipe or a CI log, where the redrawing would be noise (`\r`, escape codes).
+fn progress_on_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+    std::io::stderr().is_terminal() && !dumb
+}
+
 /// `tokenwarden diagnose`: exit code 0, 1 (findings) or 2 (could not run).
 fn run_diagnose(args: DiagnoseArgs) -> ExitCode {
     let config = DiagnoseConfig {
@@ -214,6 +226,7 @@ fn run_diagnose(args: DiagnoseArgs) -> ExitCode {
         audit_log: args.audit_log,
         output: args.output,
         fail_on: args.fail_on,
+        progress: progress_on_stderr(),
     };
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,7 +4,8 @@
 //! JSON report and exit 1; a fresh server exits 0; an unreachable server exits 2 with a clear
 //! message. The HTML and markdown reports (issue 14) must show the real findings and the
 //! stale ServiceAccounts in their chart, escape a User-Agent that is markup, and parse
-//! (python3's `html.parser`).
+//! (python3's `html.parser`); progress is drawn on a terminal (python3's `pty`) and never
+//! into a pipe.
 //! Must not: install old clients (the old Python client is impersonated by its User-Agent,
 //! `OpenAPI-Generator/11.0.0/python`, sent with curl) or wait for time to pass
 //! (`--testing-clock-offset` makes the token stale; the only waiting is a bounded poll for
@@ -19,8 +20,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
-use support::{Output, Reply, Server, ensure, request_as, tokenwarden_bin};
+use support::{Output, Reply, Server, ensure, request_as, run_on_terminal, tokenwarden_bin};
 
+/// Runs diagnose with stdout and stderr piped, which must show no progress (issue 14).
 fn diagnose(s: &Server, kubeconfig: &std::path::Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(tokenwarden_bin());
     cmd.env_remove("KUBECONFIG")
@@ -28,7 +30,18 @@ fn diagnose(s: &Server, kubeconfig: &std::path::Path, args: &[&str]) -> Output {
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args);
-    s.run(cmd, None)
+    let out = s.run(cmd, None);
+    s.check(
+        !redraws(&out.stdout) && !redraws(&out.stderr),
+        "no progress (carriage returns, escape codes) into a pipe",
+        &out,
+    );
+    out
+}
+
+/// Whether `text` holds what a progress bar draws with.
+fn redraws(text: &str) -> bool {
+    text.contains('\r') || text.contains("\x1b[")
 }
 
 /// Polls `probe` for up to 30 s.
@@ -583,5 +596,36 @@ fn html_and_markdown_reports_chart_the_stale_service_accounts_r14() {
         raw == 1 && fenced == 1,
         "no raw markup in markdown outside a code block",
         &out,
+    );
+}
+
+/// On a terminal, diagnose draws its steps on stderr (and still prints the whole report); with
+/// TERM=dumb it does not (issue 14). Pipes are checked by every `diagnose` call above.
+#[test]
+fn progress_is_drawn_on_a_terminal_only_r14() {
+    let s = Server::start();
+    let kubeconfig = s.kubeconfig().to_string_lossy().into_owned();
+    let args = ["diagnose", "--kubeconfig", &kubeconfig, "-o", "json"];
+    let timeout = Duration::from_secs(60);
+    let (code, shown) = run_on_terminal(tokenwarden_bin(), &args, &[("TERM", "xterm")], timeout);
+    let report = "\"kind\": \"DiagnoseReport\"";
+    ensure(
+        &s,
+        code == Some(0) && shown.contains(report),
+        "the report on a terminal",
+        &shown,
+    );
+    ensure(
+        &s,
+        shown.contains("for /version") && redraws(&shown),
+        "the first step drawn on the terminal",
+        &shown,
+    );
+    let (code, shown) = run_on_terminal(tokenwarden_bin(), &args, &[("TERM", "dumb")], timeout);
+    ensure(
+        &s,
+        code == Some(0) && shown.contains(report) && !shown.contains("for /version"),
+        "no progress on a dumb terminal",
+        &shown,
     );
 }
