@@ -47,8 +47,8 @@ enum Command {
     /// path; an agent for that Pod is embedded, so no separate agent process is needed.
     Run(RunArgs),
     /// Audit a cluster (tokenwarden or Kubernetes) for stale and legacy service-account
-    /// tokens and the clients behind them. Exit code 0: clean, 1: findings at or above
-    /// --fail-on, 2: could not run.
+    /// tokens and the clients behind them, as text, JSON, HTML or markdown. Exit code 0:
+    /// clean, 1: findings at or above --fail-on, 2: could not run.
     Diagnose(DiagnoseArgs),
     /// Copy the database of a server, running or stopped, into OUT (one consistent snapshot,
     /// safe while the server writes). A full backup also needs the key files of the data
@@ -103,7 +103,8 @@ struct DiagnoseArgs {
     /// the clients behind stale and legacy tokens.
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
-    /// Report format.
+    /// Report format, on stdout (`-o html > report.html`). html and markdown add a chart of
+    /// stale-token uses per ServiceAccount over time when --audit-log gives their times.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     output: diagnose::OutputFormat,
     /// Exit 1 when a finding is at least this severe.
@@ -224,7 +225,11 @@ fn run_bench(args: tokenwarden_bench::BenchArgs) -> ExitCode {
         .build()
         .context("starting the async runtime")
         .and_then(|runtime| {
-            runtime.block_on(tokenwarden_bench::run(args, Arc::new(bench::ServerKeys)))
+            runtime.block_on(tokenwarden_bench::run(
+                args,
+                Arc::new(bench::ServerKeys),
+                progress_on_stderr(),
+            ))
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -235,6 +240,14 @@ fn run_bench(args: tokenwarden_bench::BenchArgs) -> ExitCode {
     }
 }
 
+/// Whether long commands (`bench`, `diagnose`) show progress: only to a person at a terminal,
+/// never into a pipe or a CI log, where the redrawing would be noise (`\r`, escape codes).
+fn progress_on_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+    std::io::stderr().is_terminal() && !dumb
+}
+
 /// `tokenwarden diagnose`: exit code 0, 1 (findings) or 2 (could not run).
 fn run_diagnose(args: DiagnoseArgs) -> ExitCode {
     let config = DiagnoseConfig {
@@ -242,6 +255,7 @@ fn run_diagnose(args: DiagnoseArgs) -> ExitCode {
         audit_log: args.audit_log,
         output: args.output,
         fail_on: args.fail_on,
+        progress: progress_on_stderr(),
     };
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -2,7 +2,8 @@
 //! against a real server, and the scale part with a few hundred objects on the server it
 //! spawns itself. It checks that every figure of issue 13 is reported with its target and a
 //! verdict, and that the benchmark cleans up after itself; it never asserts on a figure's
-//! value (STYLE.md: no test asserts on timing), so PASS and BELOW are both fine.
+//! value (STYLE.md: no test asserts on timing), so PASS and BELOW are both fine. Progress
+//! (issue 14) is drawn on a terminal (python3's `pty`) and never into a pipe.
 
 mod support;
 
@@ -13,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Server, or_die, poll, tokenwarden_bin};
+use support::{Server, or_die, poll, run_on_terminal, tokenwarden_bin};
 
 /// Debug builds on a shared 2-core machine: the crypto reference alone takes 8 s.
 const BENCH_TIMEOUT: Duration = Duration::from_secs(600);
@@ -46,6 +47,13 @@ fn bench(args: &[&str]) -> (String, String, u32) {
         "$ {line}\n[{}]\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
         out.status
     );
+    // Piped, as in CI: no progress, whose redrawing would litter a log (issue 14).
+    for (name, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+        assert!(
+            !text.contains('\r') && !text.contains("\x1b["),
+            "$ {line}\nprogress drawn into a pipe ({name}):\n{text:?}"
+        );
+    }
     (stdout, stderr, pid)
 }
 
@@ -199,4 +207,36 @@ fn r13_scale_part_on_a_server_of_its_own() {
     // The small store's count includes the namespace's default ServiceAccount once its
     // controller has made it.
     judged(&report, "list growth per object, ");
+}
+
+/// On a terminal, each phase leaves a line: connecting, the crypto reference, the scenario
+/// (issue 14). Never asserts on the figures in them.
+#[test]
+fn r14_progress_on_a_terminal() {
+    let s = Server::start();
+    let kubeconfig = s.kubeconfig().to_string_lossy().into_owned();
+    let args = [
+        "bench",
+        "--kubeconfig",
+        &kubeconfig,
+        "--scenarios",
+        "noop",
+        "--duration",
+        "1",
+        "--connections",
+        "1",
+    ];
+    let (code, shown) = run_on_terminal(
+        tokenwarden_bin(),
+        &args,
+        &[("TERM", "xterm")],
+        BENCH_TIMEOUT,
+    );
+    assert_eq!(code, Some(0), "{shown}");
+    for phase in ["✓ connect ", "✓ crypto reference ", "✓ noop ", "✓ cleanup "] {
+        assert!(shown.contains(phase), "{phase:?} missing from:\n{shown}");
+    }
+    assert!(shown.contains("\x1b["), "drawn with escape codes:\n{shown}");
+    // The report follows the phases, whole: its last line is there.
+    assert!(shown.contains("load average after: "), "{shown}");
 }

@@ -2,7 +2,10 @@
 //! cluster (an old Python client's stale use, a used manual legacy token Secret, a Pod mounting
 //! a legacy Secret, an unused legacy Secret) must produce every finding in the text and the
 //! JSON report and exit 1; a fresh server exits 0; an unreachable server exits 2 with a clear
-//! message.
+//! message. The HTML and markdown reports (issue 14) must show the real findings and the
+//! stale ServiceAccounts in their chart, escape a User-Agent that is markup, and parse
+//! (python3's `html.parser`); progress is drawn on a terminal (python3's `pty`) and never
+//! into a pipe.
 //! Must not: install old clients (the old Python client is impersonated by its User-Agent,
 //! `OpenAPI-Generator/11.0.0/python`, sent with curl) or wait for time to pass
 //! (`--testing-clock-offset` makes the token stale; the only waiting is a bounded poll for
@@ -17,8 +20,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
-use support::{Output, Reply, Server, ensure, request_as, tokenwarden_bin};
+use support::{Output, Reply, Server, ensure, request_as, run_on_terminal, tokenwarden_bin};
 
+/// Runs diagnose with stdout and stderr piped, which must show no progress (issue 14).
 fn diagnose(s: &Server, kubeconfig: &std::path::Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(tokenwarden_bin());
     cmd.env_remove("KUBECONFIG")
@@ -26,7 +30,18 @@ fn diagnose(s: &Server, kubeconfig: &std::path::Path, args: &[&str]) -> Output {
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args);
-    s.run(cmd, None)
+    let out = s.run(cmd, None);
+    s.check(
+        !redraws(&out.stdout) && !redraws(&out.stderr),
+        "no progress (carriage returns, escape codes) into a pipe",
+        &out,
+    );
+    out
+}
+
+/// Whether `text` holds what a progress bar draws with.
+fn redraws(text: &str) -> bool {
+    text.contains('\r') || text.contains("\x1b[")
 }
 
 /// Polls `probe` for up to 30 s.
@@ -256,6 +271,17 @@ fn healthy_cluster_exits_0_r6() {
         "a fresh server is clean (json)",
         &out,
     );
+    // Without an audit log, the HTML and markdown reports say why they have no chart (r14).
+    for format in ["html", "markdown"] {
+        let out = diagnose(&s, &s.kubeconfig(), &["-o", format]);
+        s.check(
+            out.status.code() == Some(0)
+                && out.stdout.contains("no audit log was given (--audit-log)")
+                && !out.stdout.contains("<svg"),
+            &format!("a clean {format} report without a chart"),
+            &out,
+        );
+    }
 }
 
 #[test]
@@ -407,4 +433,199 @@ fn service_account_bound_to_cluster_admin_is_an_error_r11() {
     ] {
         ensure(&s, remedy.contains(needle), needle, remedy);
     }
+}
+
+/// A ServiceAccount `sa` with a Pod `pod`, and the 3607 s token the kubelet asks for it.
+fn pod_token(s: &Server, sa: &str, pod: &str) -> String {
+    s.kubectl_ok(&["create", "sa", sa]);
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\nspec:\n  serviceAccountName: \
+         {sa}\n  containers:\n  - name: app\n    image: python\n"
+    );
+    let path = s.write_file(&format!("{pod}.yaml"), &yaml);
+    s.kubectl_ok(&["create", "-f", &path]);
+    let bound = format!("--bound-object-name={pod}");
+    let token = s.kubectl_ok(&[
+        "create",
+        "token",
+        sa,
+        "--duration=3607s",
+        "--bound-object-kind=Pod",
+        &bound,
+    ]);
+    token.trim().to_owned()
+}
+
+/// The HTML page's problems as python3's `html.parser` reads it (a script element, an end tag
+/// that does not close the open element, an element never closed), then `TEXT:` and the
+/// text a browser would show.
+const HTML_CHECK: &str = r#"
+import sys
+from html.parser import HTMLParser
+VOID = {"meta", "br", "hr", "img", "input", "link"}
+class Check(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.open, self.problems, self.text = [], [], []
+    def handle_starttag(self, tag, attrs):
+        if tag == "script":
+            self.problems.append("a script element")
+        if tag not in VOID:
+            self.open.append(tag)
+    def handle_startendtag(self, tag, attrs):
+        pass
+    def handle_endtag(self, tag):
+        if not self.open or self.open.pop() != tag:
+            self.problems.append("</%s> does not close the open element" % tag)
+    def handle_data(self, data):
+        self.text.append(data)
+check = Check()
+check.feed(sys.stdin.read())
+check.close()
+if check.open:
+    check.problems.append("never closed: %s" % check.open)
+print("\n".join(check.problems) or "well-formed")
+print("TEXT:" + "".join(check.text))
+"#;
+
+/// Two ServiceAccounts use stale tokens, one through a client whose User-Agent is markup: the
+/// HTML and markdown reports name both in their chart and tables, with the findings of the
+/// JSON report, and show the User-Agent as text (issue 14).
+#[test]
+fn html_and_markdown_reports_chart_the_stale_service_accounts_r14() {
+    let mut s = Server::start();
+    let old = pod_token(&s, "old-py", "p2");
+    let other = pod_token(&s, "other-sa", "p3");
+    let audit = s.path("audit.log");
+    let audit_arg = format!("--audit-log-path={}", audit.display());
+    s.restart_with(&["--testing-clock-offset=2h", &audit_arg]);
+    let python = "OpenAPI-Generator/11.0.0/python";
+    let hostile = "evil/1.0 <script>alert(1)</script> | x";
+    for (token, sa, agent) in [
+        (&old, "old-py", python),
+        (&old, "old-py", python),
+        (&other, "other-sa", hostile),
+    ] {
+        let path = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
+        let r = call(&s, token, agent, "POST", path);
+        s.check(
+            r.text().contains(sa),
+            "the stale token must still work",
+            &r.out,
+        );
+    }
+    wait_for(&s, "three stale uses in the audit log", || {
+        let text = fs::read_to_string(&audit).unwrap_or_default();
+        text.matches("authentication.k8s.io/stale-token").count() >= 3
+    });
+    let audit_path = audit.to_string_lossy().into_owned();
+
+    let out = diagnose(
+        &s,
+        &s.kubeconfig(),
+        &["--audit-log", &audit_path, "-o", "html"],
+    );
+    s.check(out.status.code() == Some(1), "findings exit 1 (html)", &out);
+    let html = &out.stdout;
+    for needle in [
+        "<!DOCTYPE html>",
+        "<code>stale-token-use</code>",
+        "ServiceAccount default/old-py used stale tokens 2 time(s)",
+        "upgrade client kubernetes (Python) 11.0.0 to ≥ 12.0.0",
+        "<span class=\"swatch c0\"></span>default/old-py (2)</li>",
+        "<span class=\"swatch c1\"></span>default/other-sa (1)</li>",
+        "<code>evil/1.0 &lt;script&gt;alert(1)&lt;/script&gt; | x</code>",
+    ] {
+        s.check(html.contains(needle), &format!("missing {needle:?}"), &out);
+    }
+    let chart = html.split("<svg").nth(1).unwrap_or_default();
+    let bars = chart.matches("<rect class=\"bar ").count();
+    s.check(
+        (2..=3).contains(&bars)
+            && chart.contains("<title>default/old-py: ")
+            && chart.contains("<title>default/other-sa: 1 stale use(s)"),
+        "a bar for each stale ServiceAccount (old-py's two uses in one minute, or two)",
+        &out,
+    );
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(HTML_CHECK);
+    let parsed = s.run(cmd, Some(html));
+    s.check(
+        parsed.stdout.starts_with("well-formed\nTEXT:")
+            && parsed.stdout.contains(hostile)
+            && parsed
+                .stdout
+                .contains("ServiceAccount default/other-sa used stale tokens 1 time(s)"),
+        "the page parses, and shows the User-Agent as text",
+        &parsed,
+    );
+
+    let out = diagnose(
+        &s,
+        &s.kubeconfig(),
+        &["--audit-log", &audit_path, "-o", "markdown"],
+    );
+    s.check(
+        out.status.code() == Some(1),
+        "findings exit 1 (markdown)",
+        &out,
+    );
+    for needle in [
+        "| 2 | error | stale-token-use | ServiceAccount default/old-py used stale tokens 2 time(s)",
+        "| Time (UTC) | default/old-py | default/other-sa |",
+        r"| evil/1.0 \<script\>alert(1)\</script\> \| x | 1 | 1 |",
+        "upgrade client kubernetes (Python) 11.0.0 to ≥ 12.0.0",
+    ] {
+        s.check(
+            out.stdout.contains(needle),
+            &format!("missing {needle:?}"),
+            &out,
+        );
+    }
+    // Raw, the User-Agent appears only in the remedy's code block, which shows it as text.
+    let raw = out
+        .stdout
+        .match_indices("<script")
+        .filter(|(at, _)| !out.stdout[..*at].ends_with('\\'))
+        .count();
+    let fenced = out
+        .stdout
+        .matches("```text\nclient \"evil/1.0 <script>")
+        .count();
+    s.check(
+        raw == 1 && fenced == 1,
+        "no raw markup in markdown outside a code block",
+        &out,
+    );
+}
+
+/// On a terminal, diagnose draws its steps on stderr (and still prints the whole report); with
+/// TERM=dumb it does not (issue 14). Pipes are checked by every `diagnose` call above.
+#[test]
+fn progress_is_drawn_on_a_terminal_only_r14() {
+    let s = Server::start();
+    let kubeconfig = s.kubeconfig().to_string_lossy().into_owned();
+    let args = ["diagnose", "--kubeconfig", &kubeconfig, "-o", "json"];
+    let timeout = Duration::from_secs(60);
+    let (code, shown) = run_on_terminal(tokenwarden_bin(), &args, &[("TERM", "xterm")], timeout);
+    let report = "\"kind\": \"DiagnoseReport\"";
+    ensure(
+        &s,
+        code == Some(0) && shown.contains(report),
+        "the report on a terminal",
+        &shown,
+    );
+    ensure(
+        &s,
+        shown.contains("for /version") && redraws(&shown),
+        "the first step drawn on the terminal",
+        &shown,
+    );
+    let (code, shown) = run_on_terminal(tokenwarden_bin(), &args, &[("TERM", "dumb")], timeout);
+    ensure(
+        &s,
+        code == Some(0) && shown.contains(report) && !shown.contains("for /version"),
+        "no progress on a dumb terminal",
+        &shown,
+    );
 }

@@ -3,7 +3,8 @@
 //! and User-Agents, which uses were stale and which legacy Secrets were used.
 //!
 //! Owns: [`AuditSummary`] and [`summarize`]. Only the fields `diagnose` needs are read: `user`
-//! (`username`, `extra["authentication.kubernetes.io/pod-name"]`), `userAgent` and the
+//! (`username`, `extra["authentication.kubernetes.io/pod-name"]`), `userAgent`,
+//! `requestReceivedTimestamp` (else `stageTimestamp`) for when a stale token was used, and the
 //! annotations of `shared/reference/k8s-sa-token-facts.md` §8.
 //! Must not: fail on a line it cannot parse (a rotated or truncated log is normal): such lines
 //! are counted and skipped.
@@ -30,6 +31,22 @@ struct Event {
     user_agent: String,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    /// RFC 3339; read as text so that an odd value costs the time, not the whole event.
+    #[serde(default)]
+    request_received_timestamp: Option<String>,
+    #[serde(default)]
+    stage_timestamp: Option<String>,
+}
+
+impl Event {
+    /// When the request arrived, in whole minutes since the Unix epoch (UTC).
+    fn minute(&self) -> Option<i64> {
+        let at = [&self.request_received_timestamp, &self.stage_timestamp]
+            .into_iter()
+            .flatten()
+            .find_map(|t| t.parse::<jiff::Timestamp>().ok())?;
+        Some(at.as_second().div_euclid(60))
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -58,6 +75,9 @@ pub(crate) struct AccountUse {
     pub(crate) pods: BTreeSet<String>,
     /// Pods whose token was used stale.
     pub(crate) stale_pods: BTreeSet<String>,
+    /// Stale uses by the minute they happened in (minutes since the Unix epoch, UTC): the
+    /// finest bucket of the report's chart, and bounded by the log's span, not its size.
+    pub(crate) stale_by_minute: BTreeMap<i64, u64>,
     pub(crate) agents: BTreeMap<String, AgentUse>,
     /// Legacy token Secrets used, with whether the apiserver saw them as auto-generated.
     pub(crate) legacy_secrets: BTreeMap<String, LegacyKind>,
@@ -75,6 +95,8 @@ pub(crate) enum LegacyKind {
 pub(crate) struct AuditSummary {
     pub(crate) events: u64,
     pub(crate) unparsable_lines: u64,
+    /// Stale uses whose event has no readable timestamp (they count everywhere but the chart).
+    pub(crate) untimed_stale: u64,
     pub(crate) accounts: BTreeMap<(String, String), AccountUse>,
 }
 
@@ -132,6 +154,10 @@ fn add(summary: &mut AuditSummary, event: Event) {
     ]
     .into_iter()
     .find_map(|(k, kind)| event.annotations.get(k).map(|v| (v.clone(), kind)));
+    let minute = event.minute();
+    if stale.is_some() && minute.is_none() {
+        summary.untimed_stale += 1;
+    }
     let account = summary.accounts.entry(key).or_default();
     let pods = event
         .user
@@ -147,6 +173,9 @@ fn add(summary: &mut AuditSummary, event: Event) {
         account.stale += 1;
         agent.stale += 1;
         account.stale_pods.extend(pods);
+        if let Some(minute) = minute {
+            *account.stale_by_minute.entry(minute).or_default() += 1;
+        }
     }
     if let Some((secret, kind)) = legacy {
         account.legacy += 1;
@@ -189,6 +218,42 @@ mod tests {
             2,
             "admin and unauthenticated are not ServiceAccounts"
         );
+    }
+
+    #[test]
+    fn stale_uses_are_counted_by_minute_when_the_event_has_a_time() {
+        let stale = |sa: &str, times: &str| {
+            format!(
+                r#"{{"user":{{"username":"system:serviceaccount:default:{sa}"}},{times}"annotations":{{"authentication.k8s.io/stale-token":"subject: x"}}}}"#
+            )
+        };
+        let log = [
+            stale("a", r#""requestReceivedTimestamp":"2026-11-23T00:04:10.123456Z","#),
+            stale("a", r#""requestReceivedTimestamp":"2026-11-23T00:04:59Z","#),
+            // No request time: the stage time is the next best.
+            stale("a", r#""stageTimestamp":"2026-11-23T01:00:00.5Z","#),
+            stale("b", r#""requestReceivedTimestamp":"yesterday","#),
+            stale("b", ""),
+            // Not stale: not counted by time.
+            r#"{"user":{"username":"system:serviceaccount:default:a"},"requestReceivedTimestamp":"2026-11-23T00:05:00Z"}"#.to_owned(),
+        ]
+        .join("\n");
+        let s = summarize(log.as_bytes()).unwrap();
+        let minute = |t: &str| t.parse::<jiff::Timestamp>().unwrap().as_second() / 60;
+        let a = &s.accounts[&("default".to_owned(), "a".to_owned())];
+        assert_eq!(
+            a.stale_by_minute
+                .iter()
+                .map(|(m, n)| (*m, *n))
+                .collect::<Vec<_>>(),
+            [
+                (minute("2026-11-23T00:04:00Z"), 2),
+                (minute("2026-11-23T01:00:00Z"), 1)
+            ]
+        );
+        let b = &s.accounts[&("default".to_owned(), "b".to_owned())];
+        assert!(b.stale_by_minute.is_empty());
+        assert_eq!((b.stale, s.untimed_stale, s.stale_events()), (2, 2, 5));
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //!
 //! Owns: [`DiagnoseConfig`], the run ([`run`]: talk to the cluster, read the optional audit
 //! log, build the report, pick the exit code), the analysis ([`analyze`], pure) and the report
-//! model. Rendering is in `report`, User-Agent parsing in `useragent`, `/metrics` parsing in
-//! `metrics`, the audit log in `audit`, the RBAC checks (and the definition of a wildcard
-//! role) in `rbac`.
+//! model. Rendering is in `report` (text, JSON), `html` and `markdown`, User-Agent parsing in
+//! `useragent`, `/metrics` parsing in `metrics`, the audit log in `audit` and its stale uses
+//! over time in `timeline`, the RBAC checks (and the definition of a wildcard role) in `rbac`,
+//! the progress shown on a terminal in `progress`.
 //! Must not: import a server module (it is a client, STYLE.md rule 2), write to the cluster,
 //! or crash on a missing permission or endpoint: those become `warnings` in the report.
 //!
@@ -43,7 +44,12 @@
 //!                                  "note": string } ],
 //!                   "remedy": string } ],
 //!   "warnings": [ string ],
-//!   "summary": { "error": int, "warning": int, "info": int }
+//!   "summary": { "error": int, "warning": int, "info": int },
+//!   "staleTimeline": null | { "bucketMinutes": int,              // null: no audit log
+//!                             "bucketStarts": [ RFC 3339 string ], // UTC, oldest first
+//!                             "series": [{ "namespace", "serviceAccount",
+//!                                          "counts": [int] }],   // one per bucket
+//!                             "untimedStaleEvents": int }
 //! }
 //! ```
 //! `check` is one of: `cluster-version`, `stale-token-use`, `stale-tokens-unattributed`,
@@ -53,9 +59,13 @@
 //! ServiceAccounts, or a Group of ServiceAccounts such as `system:serviceaccounts`).
 
 pub(crate) mod audit;
+pub(crate) mod html;
+pub(crate) mod markdown;
 pub(crate) mod metrics;
+pub(crate) mod progress;
 pub(crate) mod rbac;
 pub(crate) mod report;
+pub(crate) mod timeline;
 pub(crate) mod useragent;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -73,7 +83,9 @@ use crate::wellknown;
 
 use self::audit::{AccountUse, AuditSummary};
 use self::metrics::TokenMetrics;
+use self::progress::Progress;
 use self::rbac::RbacObjects;
+use self::timeline::StaleTimeline;
 use self::useragent::ClientInfo;
 
 /// How bad a finding is; ordered, so `--fail-on` compares with `>=`.
@@ -97,8 +109,15 @@ impl Severity {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum OutputFormat {
+    /// Aligned text for a terminal.
     Text,
+    /// The DiagnoseReport document (tokenwarden.io/v1alpha1), for programs.
     Json,
+    /// One self-contained page (inline CSS and SVG chart, no script): `-o html > report.html`.
+    Html,
+    /// GitHub-flavoured markdown tables, for an issue or a pull request.
+    #[value(alias = "md")]
+    Markdown,
 }
 
 /// What `cli` resolves the flags into.
@@ -109,6 +128,8 @@ pub(crate) struct DiagnoseConfig {
     pub(crate) audit_log: Option<PathBuf>,
     pub(crate) output: OutputFormat,
     pub(crate) fail_on: Severity,
+    /// Show progress on stderr (`cli` says so only when stderr is a terminal).
+    pub(crate) progress: bool,
 }
 
 /// One object a finding is about.
@@ -185,6 +206,8 @@ pub(crate) struct Report {
     pub(crate) findings: Vec<Finding>,
     pub(crate) warnings: Vec<String>,
     pub(crate) summary: Summary,
+    /// `None` without an audit log.
+    pub(crate) stale_timeline: Option<StaleTimeline>,
 }
 
 impl Report {
@@ -214,13 +237,16 @@ const UNUSED_AFTER_DAYS: i64 = 30;
 
 /// Runs the diagnosis and returns the process exit code (0, 1 or 2).
 pub(crate) async fn run(config: DiagnoseConfig, clock: SharedClock) -> u8 {
-    match collect(&config).await {
+    let progress = Progress::new(config.progress);
+    match collect(&config, &progress).await {
         Ok(inputs) => {
             let today = clock.now().to_zoned(jiff::tz::TimeZone::UTC).date();
             let report = analyze(inputs, today);
             let text = match config.output {
                 OutputFormat::Text => report::text(&report),
                 OutputFormat::Json => report::json(&report),
+                OutputFormat::Html => html::render(&report),
+                OutputFormat::Markdown => markdown::render(&report),
             };
             print!("{text}");
             match report.worst() {
@@ -257,7 +283,7 @@ async fn client(config: &DiagnoseConfig) -> anyhow::Result<(kube::Client, String
     Ok((client, server))
 }
 
-async fn collect(config: &DiagnoseConfig) -> anyhow::Result<Inputs> {
+async fn collect(config: &DiagnoseConfig, progress: &Progress) -> anyhow::Result<Inputs> {
     use anyhow::Context as _;
     let (client, server) = client(config).await?;
     let mut inputs = Inputs {
@@ -266,13 +292,13 @@ async fn collect(config: &DiagnoseConfig) -> anyhow::Result<Inputs> {
     };
     // Reading the audit log first: a wrong path is a usage error, not a degraded check.
     if let Some(path) = &config.audit_log {
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("opening the audit log {}", path.display()))?;
-        let summary = audit::summarize(std::io::BufReader::new(file))
-            .with_context(|| format!("reading the audit log {}", path.display()))?;
+        let summary = read_audit_log(path, progress)?;
         inputs.audit = Some((path.display().to_string(), summary));
     }
-    match client.apiserver_version().await {
+    let step = progress.step(format!("asking {server} for /version"));
+    let version = client.apiserver_version().await;
+    step.finish_and_clear();
+    match version {
         Ok(info) => inputs.version = Some(info.git_version),
         // The server answered: a permission problem is a warning, not a failure to run.
         Err(kube::Error::Api(status)) => inputs
@@ -283,6 +309,36 @@ async fn collect(config: &DiagnoseConfig) -> anyhow::Result<Inputs> {
                 .with_context(|| format!("cannot reach the API server at {server}"));
         }
     }
+    let step = progress.step("reading the token counters of /metrics");
+    read_metrics(&client, &mut inputs).await;
+    step.finish_and_clear();
+    list_core(&client, progress, &mut inputs).await;
+    let step = progress.step("listing RBAC bindings and roles");
+    match list_rbac(&client).await {
+        Ok(rbac) => inputs.rbac = Some(rbac),
+        Err((what, e)) => inputs.warnings.push(format!(
+            "cannot list {what} ({}): ServiceAccounts bound to cluster-admin or wildcard roles are not checked",
+            short_error(&e)
+        )),
+    }
+    step.finish_and_clear();
+    Ok(inputs)
+}
+
+/// Sums up the audit log at `path`, with a byte bar (a log can be gigabytes).
+fn read_audit_log(path: &std::path::Path, progress: &Progress) -> anyhow::Result<AuditSummary> {
+    use anyhow::Context as _;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("opening the audit log {}", path.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = progress.bytes("reading the audit log", size);
+    let summary = audit::summarize(std::io::BufReader::new(bar.wrap_read(file)));
+    bar.finish_and_clear();
+    summary.with_context(|| format!("reading the audit log {}", path.display()))
+}
+
+/// `/metrics`, or a warning that the counters are not checked.
+async fn read_metrics(client: &kube::Client, inputs: &mut Inputs) {
     let request = http::Request::get("/metrics").body(Vec::new());
     match request {
         Ok(request) => match client.request_text(request).await {
@@ -296,7 +352,13 @@ async fn collect(config: &DiagnoseConfig) -> anyhow::Result<Inputs> {
             .warnings
             .push(format!("cannot build /metrics request: {e}")),
     }
+}
+
+/// Secrets, ServiceAccounts and Pods in all namespaces, each a step of its own; a list that
+/// fails is a warning naming the checks it costs.
+async fn list_core(client: &kube::Client, progress: &Progress, inputs: &mut Inputs) {
     let lp = ListParams::default();
+    let step = progress.step("listing Secrets");
     match Api::<Secret>::all(client.clone()).list(&lp).await {
         Ok(list) => {
             // Keep only token Secrets: nothing else is reported, and no other data is held.
@@ -316,6 +378,8 @@ async fn collect(config: &DiagnoseConfig) -> anyhow::Result<Inputs> {
             short_error(&e)
         )),
     }
+    step.finish_and_clear();
+    let step = progress.step("listing ServiceAccounts");
     match Api::<ServiceAccount>::all(client.clone()).list(&lp).await {
         Ok(list) => inputs.service_accounts = Some(list.items),
         Err(e) => inputs.warnings.push(format!(
@@ -323,6 +387,8 @@ async fn collect(config: &DiagnoseConfig) -> anyhow::Result<Inputs> {
             short_error(&e)
         )),
     }
+    step.finish_and_clear();
+    let step = progress.step("listing Pods");
     match Api::<Pod>::all(client.clone()).list(&lp).await {
         Ok(list) => inputs.pods = Some(list.items),
         Err(e) => inputs.warnings.push(format!(
@@ -330,14 +396,7 @@ async fn collect(config: &DiagnoseConfig) -> anyhow::Result<Inputs> {
             short_error(&e)
         )),
     }
-    match list_rbac(&client).await {
-        Ok(rbac) => inputs.rbac = Some(rbac),
-        Err((what, e)) => inputs.warnings.push(format!(
-            "cannot list {what} ({}): ServiceAccounts bound to cluster-admin or wildcard roles are not checked",
-            short_error(&e)
-        )),
-    }
-    Ok(inputs)
+    step.finish_and_clear();
 }
 
 /// Every ClusterRoleBinding, RoleBinding, ClusterRole and Role; on the first failure, what
@@ -426,6 +485,7 @@ pub(crate) fn analyze(inputs: Inputs, today: Date) -> Report {
         findings,
         warnings: inputs.warnings,
         summary,
+        stale_timeline: inputs.audit.as_ref().map(|(_, s)| timeline::build(s)),
     }
 }
 

@@ -1,8 +1,9 @@
 //! Renders a diagnosis [`Report`] as readable text (the default) or as JSON (`-o json`, the
-//! schema in the `diagnose` module header).
+//! schema in the `diagnose` module header); `-o html` and `-o markdown` are in `html` and
+//! `markdown`, which share this file's one-line summaries.
 //!
 //! Owns: the text layout (a summary table, then each finding with its objects, clients and
-//! remedy) and the JSON encoding.
+//! remedy), the summary lines every format shows, and the JSON encoding.
 //! Must not: decide anything: what is a finding and how bad it is belongs to `analyze`.
 
 use std::fmt::Write as _;
@@ -22,36 +23,8 @@ pub(crate) fn text(report: &Report) -> String {
         "Cluster:    {} (Kubernetes {version})",
         report.cluster.server
     );
-    match &report.metrics {
-        Some(m) => {
-            let n = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
-            let ratio = m
-                .stale_ratio
-                .map(|r| format!(" ({:.1}% of projected-token uses)", r * 100.0))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "Tokens:     stale {}{ratio}, valid {}; legacy {} (auto-generated {}, manual {}, invalid {})",
-                n(m.stale_tokens),
-                n(m.valid_tokens),
-                n(m.legacy_tokens),
-                n(m.legacy_auto_token_uses),
-                n(m.legacy_manual_token_uses),
-                n(m.invalid_legacy_auto_token_uses),
-            );
-        }
-        None => out.push_str("Tokens:     /metrics not available\n"),
-    }
-    match &report.audit_log {
-        Some(a) => {
-            let _ = writeln!(
-                out,
-                "Audit log:  {} ({} events, {} stale-token uses, {} unparsable lines)",
-                a.path, a.events, a.stale_events, a.unparsable_lines
-            );
-        }
-        None => out.push_str("Audit log:  not given (--audit-log): clients cannot be named\n"),
-    }
+    let _ = writeln!(out, "Tokens:     {}", tokens_line(report));
+    let _ = writeln!(out, "Audit log:  {}", audit_line(report));
     out.push('\n');
     if report.findings.is_empty() {
         out.push_str("No findings.\n");
@@ -78,16 +51,52 @@ pub(crate) fn text(report: &Report) -> String {
             let _ = writeln!(out, "  - {w}");
         }
     }
-    let s = &report.summary;
-    let _ = writeln!(
-        out,
-        "\nSummary: {} error(s), {} warning(s), {} info",
-        s.error, s.warning, s.info
-    );
+    let _ = writeln!(out, "\nSummary: {}", summary_line(report));
     out
 }
 
-fn objects(f: &Finding) -> String {
+/// What `/metrics` says about tokens, on one line (shared by every format).
+pub(super) fn tokens_line(report: &Report) -> String {
+    let Some(m) = &report.metrics else {
+        return "/metrics not available".to_owned();
+    };
+    let n = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let ratio = m
+        .stale_ratio
+        .map(|r| format!(" ({:.1}% of projected-token uses)", r * 100.0))
+        .unwrap_or_default();
+    format!(
+        "stale {}{ratio}, valid {}; legacy {} (auto-generated {}, manual {}, invalid {})",
+        n(m.stale_tokens),
+        n(m.valid_tokens),
+        n(m.legacy_tokens),
+        n(m.legacy_auto_token_uses),
+        n(m.legacy_manual_token_uses),
+        n(m.invalid_legacy_auto_token_uses),
+    )
+}
+
+/// What was read from the audit log, on one line (shared by every format).
+pub(super) fn audit_line(report: &Report) -> String {
+    match &report.audit_log {
+        Some(a) => format!(
+            "{} ({} events, {} stale-token uses, {} unparsable lines)",
+            a.path, a.events, a.stale_events, a.unparsable_lines
+        ),
+        None => "not given (--audit-log): clients cannot be named".to_owned(),
+    }
+}
+
+/// The one-line summary of the findings' severities (shared by every format).
+pub(super) fn summary_line(report: &Report) -> String {
+    let s = &report.summary;
+    format!(
+        "{} error(s), {} warning(s), {} info",
+        s.error, s.warning, s.info
+    )
+}
+
+pub(super) fn objects(f: &Finding) -> String {
     if f.objects.is_empty() {
         return "-".to_owned();
     }
@@ -141,7 +150,7 @@ pub(crate) fn json(report: &Report) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::collections::BTreeMap;
     use std::path::Path;
 
@@ -154,7 +163,8 @@ mod tests {
     use super::super::{Inputs, analyze};
     use super::*;
 
-    fn fixed_inputs() -> Inputs {
+    /// Every check's input, shared with the `html` and `markdown` tests.
+    pub(in super::super) fn fixed_inputs() -> Inputs {
         let metrics = TokenMetrics::from_text(
             "serviceaccount_stale_tokens_total 1\nserviceaccount_valid_tokens_total 3\n\
              serviceaccount_legacy_tokens_total 2\nserviceaccount_legacy_manual_token_uses_total 2\n\
@@ -246,7 +256,7 @@ mod tests {
         }
     }
 
-    fn today() -> jiff::civil::Date {
+    pub(in super::super) fn today() -> jiff::civil::Date {
         jiff::civil::date(2026, 11, 24)
     }
 

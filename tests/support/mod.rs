@@ -893,3 +893,60 @@ pub(crate) fn check_golden(name: &str, got: &str) {
         path.display()
     );
 }
+
+/// Runs the child on a pseudo-terminal of 24 × 120 (set before it starts) and copies all it
+/// writes, stdout and stderr alike, to this script's stdout; exits with the child's code.
+const ON_TERMINAL: &str = r#"
+import fcntl, os, pty, struct, sys, termios
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    os.execv(sys.argv[1], sys.argv[1:])
+out = b""
+while True:
+    try:
+        data = os.read(fd, 65536)
+    except OSError:
+        break
+    if not data:
+        break
+    out += data
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode("utf-8", "replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
+/// Runs `program args` as a person at a terminal would (python3's `pty`; `env` added): its
+/// exit code and everything it wrote, stdout and stderr together. Killed after `timeout`.
+pub(crate) fn run_on_terminal(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> (Option<i32>, String) {
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c")
+        .arg(ON_TERMINAL)
+        .arg(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let line = format!("{cmd:?}");
+    let child = or_die(cmd.spawn(), &line);
+    let pid = child.id().to_string();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || tx.send(child.wait_with_output()));
+    let Ok(out) = rx.recv_timeout(timeout) else {
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+        panic!("{line} did not finish within {} s", timeout.as_secs());
+    };
+    let out = or_die(out, format!("wait for {line}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "{line}: python3 failed: {stderr}");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}

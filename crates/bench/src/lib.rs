@@ -20,6 +20,7 @@
 
 mod figure;
 mod open_loop;
+mod progress;
 mod scale;
 
 use std::collections::BTreeMap;
@@ -48,6 +49,7 @@ use kube::config::Kubeconfig;
 use secrecy::ExposeSecret as _;
 
 use figure::{Bound, Figure};
+use progress::Progress;
 
 /// A JWS algorithm of the server's signing key, as `/openid/v1/jwks` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,17 +288,24 @@ const OPEN_LOOP_P99_MS: f64 = 5.0;
 const TICKS_PER_SECOND: f64 = 100.0;
 
 /// Runs the benchmark and prints its report on stdout; `crypto` is the server's key code,
-/// for the in-process reference.
-pub async fn run(args: BenchArgs, crypto: Arc<dyn Crypto>) -> anyhow::Result<()> {
+/// for the in-process reference. `progress_on_stderr`: show each phase on stderr as it runs
+/// (for a terminal; the binary passes false for a pipe or a CI log).
+pub async fn run(
+    args: BenchArgs,
+    crypto: Arc<dyn Crypto>,
+    progress_on_stderr: bool,
+) -> anyhow::Result<()> {
+    let progress = Progress::new(progress_on_stderr);
     let load = if args.scale_only {
         None
     } else {
-        Some(run_load(&args, crypto).await?)
+        Some(run_load(&args, crypto, &progress).await?)
     };
     // A failed scale part still lets the load figures be printed, then fails the run.
     let (scale, scale_error) = if args.scale || args.scale_only {
         let options = scale::Options {
             objects: usize::try_from(args.scale_objects).unwrap_or(scale::OBJECTS as usize),
+            progress: progress.clone(),
         };
         match scale::run(options).await {
             Ok(s) => (Some(s), None),
@@ -336,7 +345,11 @@ fn kubeconfig_client(path: &Path) -> anyhow::Result<(Target, Client)> {
 }
 
 /// The scenarios against the kubeconfig's server, and their report.
-async fn run_load(args: &BenchArgs, crypto: Arc<dyn Crypto>) -> anyhow::Result<Report> {
+async fn run_load(
+    args: &BenchArgs,
+    crypto: Arc<dyn Crypto>,
+    progress: &Progress,
+) -> anyhow::Result<Report> {
     let path = match &args.kubeconfig {
         Some(p) => p.clone(),
         None => default_kubeconfig()?,
@@ -346,6 +359,7 @@ async fn run_load(args: &BenchArgs, crypto: Arc<dyn Crypto>) -> anyhow::Result<R
     let connections = usize::try_from(args.connections).unwrap_or(1);
     let load_before = load_average();
 
+    let phase = progress.step("connect", format!("{connections} to {}", target.server));
     let mut conns = Vec::with_capacity(connections);
     for _ in 0..connections {
         conns.push(
@@ -364,14 +378,25 @@ async fn run_load(args: &BenchArgs, crypto: Arc<dyn Crypto>) -> anyhow::Result<R
     }
     expect_status(status, StatusCode::OK, "GET /version")?;
     let key = server_key(&mut conns[0], &client).await?;
+    phase.done(format!(
+        "{connections} connection(s) to {}, key {}",
+        target.server, key.algorithm
+    ));
 
     // The crypto reference runs before any load, on an otherwise idle client.
     let crypto = match crypto.generate_key_pem(key.algorithm)? {
-        Some(pem) => Some(
-            tokio::task::spawn_blocking(move || measure_crypto(&*crypto, key.algorithm, &pem))
-                .await
-                .context("the crypto reference thread")??,
-        ),
+        Some(pem) => {
+            let phase = progress.timed("crypto reference", CRYPTO_REFERENCE_TIME);
+            let reference =
+                tokio::task::spawn_blocking(move || measure_crypto(&*crypto, key.algorithm, &pem))
+                    .await
+                    .context("the crypto reference thread")??;
+            phase.done(format!(
+                "{} sign {:.0}/s on {} core(s)",
+                key.algorithm, reference.all_cores.sign_per_s, reference.threads
+            ));
+            Some(reference)
+        }
         None => None,
     };
 
@@ -382,12 +407,16 @@ async fn run_load(args: &BenchArgs, crypto: Arc<dyn Crypto>) -> anyhow::Result<R
         namespace: args.namespace.clone(),
         duration: Duration::from_secs(args.duration),
         server_pid: args.server_pid,
+        progress: progress.clone(),
     };
     let outcome = bench.setup_and_run(args).await;
     let cleanup = if args.keep {
         Ok(())
     } else {
-        bench.cleanup().await
+        let phase = progress.step("cleanup", format!("deleting namespace {}", args.namespace));
+        let deleted = bench.cleanup().await;
+        phase.done(format!("namespace {} deleted", args.namespace));
+        deleted
     };
     let (setup, results, open_loop) = outcome?;
     cleanup?;
@@ -795,6 +824,10 @@ fn measure_crypto(
 /// (the best-of-slices method of `performance.md` A.0).
 const WINDOWS: usize = 4;
 const WINDOW: Duration = Duration::from_millis(500);
+/// The four references (one thread and all cores, sign and verify) of `WINDOWS` × `WINDOW`
+/// each: what the progress of the crypto reference is measured against.
+const CRYPTO_REFERENCE_TIME: Duration =
+    Duration::from_millis(4 * WINDOWS as u64 * WINDOW.as_millis() as u64);
 
 /// Operations counted per window, by one thread or summed over several.
 struct Windows {
@@ -1236,6 +1269,8 @@ struct Bench {
     namespace: String,
     duration: Duration,
     server_pid: Option<u32>,
+    /// Each phase on stderr, for a person at a terminal.
+    progress: Progress,
 }
 
 impl Bench {
@@ -1423,6 +1458,9 @@ impl Bench {
     /// Issues `count` tokens for the ServiceAccount over all connections at once.
     async fn issue(&mut self, count: usize) -> anyhow::Result<Vec<String>> {
         let next = Arc::new(AtomicUsize::new(0));
+        let phase = self
+            .progress
+            .counted("issue tokens", count, next.clone(), 0);
         let path: Arc<str> = self.token_path().into();
         let mut tasks = Vec::new();
         for mut conn in std::mem::take(&mut self.conns) {
@@ -1452,7 +1490,10 @@ impl Bench {
         }
         match failure {
             Some(e) => Err(e.context("issuing the benchmark's tokens")),
-            None => Ok(all),
+            None => {
+                phase.done(format!("{} tokens", all.len()));
+                Ok(all)
+            }
         }
     }
 
@@ -1501,6 +1542,7 @@ impl Bench {
         let workers = scenario.connections(self.connections);
         let (conns, spare) = self.take_connections(workers).await?;
         let pid = self.server_pid.map(|p| p.to_string());
+        let phase = self.progress.timed(scenario.name(), self.duration);
         let client_cpu_start = process_cpu_time("self");
         let server_cpu_start = pid.as_deref().and_then(process_cpu_time);
         let started = Instant::now();
@@ -1534,6 +1576,11 @@ impl Bench {
         if let Some(e) = failure {
             return Err(e.context(format!("scenario {}", scenario.name())));
         }
+        phase.done(format!(
+            "{:.0} requests/s over {workers} connection(s), {} error(s)",
+            rate(tally.ok, elapsed),
+            tally.error_count()
+        ));
         self.restore_connections(spare).await?;
         Ok(Outcome {
             scenario,
@@ -1557,6 +1604,8 @@ impl Bench {
     ) -> anyhow::Result<OpenLoopOutcome> {
         let plan = Arc::new(plan);
         let workers = self.connections.saturating_mul(2);
+        let name = format!("{} open loop", scenario.name());
+        let phase = self.progress.timed(&name, self.duration);
         let (conns, spare) = self.take_connections(workers).await?;
         // A common start a little ahead, so that every worker is waiting when it comes.
         let start = Instant::now() + Duration::from_millis(20);
@@ -1593,6 +1642,11 @@ impl Bench {
         if let Some(e) = failure {
             return Err(e.context(format!("the open-loop run of {}", scenario.name())));
         }
+        phase.done(format!(
+            "{:.0}/s scheduled ({:.0} % of {peak_per_s:.0}/s)",
+            OPEN_LOOP_LOAD * peak_per_s,
+            OPEN_LOOP_LOAD * 100.0
+        ));
         self.restore_connections(spare).await?;
         Ok(OpenLoopOutcome {
             scenario,

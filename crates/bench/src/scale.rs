@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::figure::{Bound, Figure};
+use crate::progress::Progress;
 use crate::{Client, Conn, kubeconfig_client, rate, run_id};
 
 /// Objects in the large store (`--scale-objects`); a tenth of it is the small store and the
@@ -59,6 +60,8 @@ const GROWTH: f64 = 2.0;
 pub(crate) struct Options {
     /// The large store's object count.
     pub(crate) objects: usize,
+    /// Each step on stderr, for a person at a terminal.
+    pub(crate) progress: Progress,
 }
 
 /// The kinds the part creates.
@@ -162,11 +165,18 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<ScaleReport> {
 async fn measure(server: &mut Spawned, options: &Options) -> anyhow::Result<ScaleReport> {
     let large = options.objects.max(10);
     let small = large / 10;
+    let progress = &options.progress;
 
     // 1. First start (key generation), then a restart on the still empty store.
+    let phase = progress.step("scale: start", "a server of its own, then a restart");
     let ready_first = server.start_and_wait().await?.0;
     server.stop().await?;
     let (ready_empty, client) = server.start_and_wait().await?;
+    phase.done(format!(
+        "ready in {:.0} ms, {:.0} ms after a restart",
+        ms(ready_first),
+        ms(ready_empty)
+    ));
     let pid = server.pid()?;
     let mut conns = Vec::with_capacity(FILL_CONNECTIONS);
     for _ in 0..FILL_CONNECTIONS {
@@ -184,7 +194,7 @@ async fn measure(server: &mut Spawned, options: &Options) -> anyhow::Result<Scal
     create_namespace(&client, &mut conns[0]).await?;
     let mut fills = Vec::new();
     for kind in Kind::ALL {
-        fills.push(fill(&client, &mut conns, kind, 0..small).await?);
+        fills.push(fill(&client, &mut conns, kind, 0..small, progress).await?);
     }
     for kind in Kind::ALL {
         list_all(&client, &mut conns[0], &kind.path()).await?;
@@ -194,13 +204,30 @@ async fn measure(server: &mut Spawned, options: &Options) -> anyhow::Result<Scal
     // 4. The paged list at the small store, then at the large one.
     let sa_path = Kind::ServiceAccount.path();
     let list_small = time_list(&client, &mut conns[0], &sa_path).await?;
-    fills.push(fill(&client, &mut conns, Kind::ServiceAccount, small..large).await?);
+    let more = fill(
+        &client,
+        &mut conns,
+        Kind::ServiceAccount,
+        small..large,
+        progress,
+    );
+    fills.push(more.await?);
+    let phase = progress.step("scale: list", format!("{large} ServiceAccounts"));
     let list_large = time_list(&client, &mut conns[0], &sa_path).await?;
+    phase.done(format!(
+        "{} ServiceAccounts in {:.3} s",
+        list_large.items, list_large.seconds
+    ));
     drop(conns);
 
     // 5. A restart with everything in the store.
+    let phase = progress.step(
+        "scale: restart",
+        format!("with {} objects", large + 2 * small),
+    );
     server.stop().await?;
     let ready_loaded = server.start_and_wait().await?.0;
+    phase.done(format!("ready in {:.0} ms", ms(ready_loaded)));
 
     let objects_for_memory = small * Kind::ALL.len();
     let bytes_per_object = match (rss_empty, rss_loaded) {
@@ -560,8 +587,11 @@ async fn fill(
     conns: &mut Vec<Conn>,
     kind: Kind,
     range: Range<usize>,
+    progress: &Progress,
 ) -> anyhow::Result<Fill> {
     let next = Arc::new(AtomicUsize::new(range.start));
+    let name = format!("scale: create {kind:?}s");
+    let phase = progress.counted(&name, range.len(), next.clone(), range.start);
     let retries = Arc::new(AtomicUsize::new(0));
     let path: Arc<str> = kind.path().into();
     let started = Instant::now();
@@ -614,6 +644,7 @@ async fn fill(
     }
     // The connections lost with a failed task were reported above; replace none here.
     let count = range.len();
+    phase.done(format!("{count} in {:.1} s", took.as_secs_f64()));
     Ok(Fill {
         kind,
         count,
