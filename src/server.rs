@@ -449,10 +449,8 @@ struct KeySources {
     rotation: Option<KeyRotation>,
 }
 
-/// The key ring: the signing key file with the verifying key files, reloaded when they
-/// change; or, without a signing key file, the generated keys' ring in the store (made from
-/// `DATA_DIR/sa.key` on first start), sealed with the key-encryption key, with the verifying
-/// key files reloaded beside it.
+/// The key ring: the signing key file with the verifying key files ([`file_keys`]), or,
+/// without a signing key file, the generated keys' ring in the store ([`stored_keys`]).
 async fn key_sources(
     config: &Config,
     pki: &Pki,
@@ -460,27 +458,49 @@ async fn key_sources(
     clock: &SharedClock,
     trigger: &Trigger,
 ) -> anyhow::Result<KeySources> {
-    let verifying_paths = config.verifying_key_files.clone();
-    if let Some(signing_path) = config.signing_key_file.clone() {
-        // A status file from a run on generated keys would describe keys not in use.
-        let _ = std::fs::remove_file(config.pki.data_dir.join(signing_keys::STATUS_FILE));
-        let keyring = Keyring::new(load_keys(&signing_path, &verifying_paths)?);
-        let mut paths = verifying_paths.clone();
-        paths.push(signing_path.clone());
-        let ring = keyring.clone();
-        let reload = reload::follow(
-            "service-account keys",
-            paths,
-            trigger,
-            move || load_keys(&signing_path, &verifying_paths),
-            move |keys| ring.replace(keys),
-        );
-        return Ok(KeySources {
-            keyring,
-            reload,
-            rotation: None,
-        });
+    match config.signing_key_file.clone() {
+        Some(signing_path) => file_keys(config, signing_path, trigger),
+        None => stored_keys(config, pki, registry, clock, trigger).await,
     }
+}
+
+/// The signing key file and the verifying key files, reloaded when they change.
+fn file_keys(
+    config: &Config,
+    signing_path: PathBuf,
+    trigger: &Trigger,
+) -> anyhow::Result<KeySources> {
+    // A status file from a run on generated keys would describe keys not in use.
+    let _ = std::fs::remove_file(config.pki.data_dir.join(signing_keys::STATUS_FILE));
+    let verifying_paths = config.verifying_key_files.clone();
+    let keyring = Keyring::new(load_keys(&signing_path, &verifying_paths)?);
+    let mut paths = verifying_paths.clone();
+    paths.push(signing_path.clone());
+    let ring = keyring.clone();
+    let reload = reload::follow(
+        "service-account keys",
+        paths,
+        trigger,
+        move || load_keys(&signing_path, &verifying_paths),
+        move |keys| ring.replace(keys),
+    );
+    Ok(KeySources {
+        keyring,
+        reload,
+        rotation: None,
+    })
+}
+
+/// The generated keys' ring in the store (made from `DATA_DIR/sa.key` on first start),
+/// opened with the key-encryption key, with the verifying key files reloaded beside it, and
+/// its rotation.
+async fn stored_keys(
+    config: &Config,
+    pki: &Pki,
+    registry: &Registry,
+    clock: &SharedClock,
+    trigger: &Trigger,
+) -> anyhow::Result<KeySources> {
     let kek_path = config
         .kek_file
         .clone()
@@ -496,32 +516,21 @@ async fn key_sources(
         .await
         .context("reading the signing keys from the store")?;
     let keyring = Keyring::new(ring.key_set(&kek).context("opening the signing keys")?);
+    let verifying_paths = config.verifying_key_files.clone();
     keyring.set_extra(load_verifying_keys(&verifying_paths)?);
     let ring = keyring.clone();
-    let paths = verifying_paths.clone();
     let reload = reload::follow(
         "service-account verifying keys",
-        paths,
+        verifying_paths.clone(),
         trigger,
         move || load_verifying_keys(&verifying_paths),
         move |keys| ring.set_extra(keys),
     );
-    let lifetimes = match config.testing.key_retire_after {
-        Some(secs) => {
-            tracing::warn!(
-                "--testing-key-retire-after={secs}s: rotated-out keys stop verifying early; never use this outside tests"
-            );
-            TokenLifetimes {
-                longest: SignedDuration::from_secs(secs),
-            }
-        }
-        None => TokenLifetimes::from_flags(config.max_expiration_seconds, config.extend_expiration),
-    };
     let rotation = KeyRotation {
         registry: registry.clone(),
         kek: Arc::new(kek),
         keyring: keyring.clone(),
-        lifetimes,
+        lifetimes: token_lifetimes(config),
         clock: clock.clone(),
         data_dir: config.pki.data_dir.clone(),
         trigger: trigger.clone(),
@@ -532,6 +541,21 @@ async fn key_sources(
         reload,
         rotation: Some(rotation),
     })
+}
+
+/// How long a rotated-out key verifies: the longest token lifetime, or the testing flag's.
+fn token_lifetimes(config: &Config) -> TokenLifetimes {
+    match config.testing.key_retire_after {
+        Some(secs) => {
+            tracing::warn!(
+                "--testing-key-retire-after={secs}s: rotated-out keys stop verifying early; never use this outside tests"
+            );
+            TokenLifetimes {
+                longest: SignedDuration::from_secs(secs),
+            }
+        }
+        None => TokenLifetimes::from_flags(config.max_expiration_seconds, config.extend_expiration),
+    }
 }
 
 /// The keys of every file of `--service-account-key-file`.
