@@ -177,7 +177,15 @@ impl KeyRotation {
     /// Carries out a request left by `tokenwarden keys rotate`, if there is one.
     async fn take_request(&self) -> Option<RequestOutcome> {
         let path = self.data_dir.join(REQUEST_FILE);
-        let text = std::fs::read(&path).ok()?;
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!("ignoring {}: {e}", path.display());
+                let _ = std::fs::remove_file(&path);
+                return None;
+            }
+        };
         let _ = std::fs::remove_file(&path);
         let request: RotateRequest = match serde_json::from_slice(&text) {
             Ok(r) => r,
@@ -287,7 +295,14 @@ pub(crate) async fn request_rotation(
         publish_ahead_seconds: publish_ahead.as_secs(),
     };
     let body = serde_json::to_vec(&request)?;
-    crate::pki::write_atomic(&dir.join(REQUEST_FILE), &body, 0o600)?;
+    let path = dir.join(REQUEST_FILE);
+    crate::pki::write_atomic(&path, &body, 0o600)?;
+    // Run as root beside a server that runs as its own user (the systemd unit): the request
+    // must be the server's to read. Without the right to give it away this fails, harmlessly.
+    if let Ok(owner) = std::fs::metadata(dir) {
+        use std::os::unix::fs::MetadataExt as _;
+        let _ = std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid()));
+    }
     let deadline = tokio::time::Instant::now() + wait;
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
