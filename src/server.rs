@@ -42,7 +42,7 @@ use crate::tokens::keyring::Keyring;
 use crate::tokens::keys::{KeySet, SigningKey, VerifyingKey};
 use crate::tokens::oidc;
 use crate::tokens::rotation::{Kek, TokenLifetimes};
-use crate::tokens::static_tokens::StaticTokens;
+use crate::tokens::static_tokens::{StaticTokens, TokenTable};
 use crate::tokens::{AuthenticatorChain, UserInfo};
 use crate::wellknown;
 
@@ -170,7 +170,7 @@ struct Tasks {
     health: JoinHandle<()>,
     /// Keeps the in-memory copy of the objects tokens name.
     cache: JoinHandle<()>,
-    /// Re-read key, certificate and token files ([`reload`]).
+    /// Re-read key, certificate and token files ([`reload`]); aborted at shutdown.
     reloads: Vec<JoinHandle<()>>,
 }
 
@@ -193,7 +193,8 @@ pub(crate) async fn build(config: Config, reload: Trigger) -> anyhow::Result<Ser
     // 4. The policy: the bootstrap roles repaired, then read whole before anything is served.
     let (authorizer, policy) = authorizer(&config, &registry).await?;
     // 5. Static users, keys, authenticators and the token services.
-    let statics = static_tokens(&pki, config.token_auth_file.as_deref())?;
+    let (statics, token_file_reload) =
+        static_tokens(&pki, config.token_auth_file.as_deref(), &reload)?;
     let KeySources {
         keyring: keys,
         reload: key_reload,
@@ -241,7 +242,10 @@ pub(crate) async fn build(config: Config, reload: Trigger) -> anyhow::Result<Ser
             policy,
             health: health_task,
             cache,
-            reloads: vec![key_reload],
+            reloads: [Some(key_reload), token_file_reload]
+                .into_iter()
+                .flatten()
+                .collect(),
         },
         audit,
         store,
@@ -418,10 +422,15 @@ async fn open_registry(
     Ok(registry)
 }
 
-/// The admin token of `admin.kubeconfig`, plus the users of `--token-auth-file`.
-fn static_tokens(pki: &Pki, token_auth_file: Option<&Path>) -> anyhow::Result<StaticTokens> {
-    let mut statics = StaticTokens::default();
-    statics.insert(
+/// The admin token of `admin.kubeconfig`, plus the users of `--token-auth-file` and the task
+/// that re-reads that file when it changes (a broken file is refused, its users before stay).
+fn static_tokens(
+    pki: &Pki,
+    token_auth_file: Option<&Path>,
+    trigger: &Trigger,
+) -> anyhow::Result<(Arc<StaticTokens>, Option<JoinHandle<()>>)> {
+    let mut admin = TokenTable::default();
+    admin.insert(
         pki.admin_token(),
         UserInfo {
             username: "admin".into(),
@@ -430,14 +439,29 @@ fn static_tokens(pki: &Pki, token_auth_file: Option<&Path>) -> anyhow::Result<St
             extra: Default::default(),
         },
     );
-    if let Some(path) = token_auth_file {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        statics
-            .add_csv(&text)
-            .with_context(|| format!("parsing {}", path.display()))?;
-    }
-    Ok(statics)
+    let Some(path) = token_auth_file else {
+        return Ok((
+            Arc::new(StaticTokens::new(admin, TokenTable::default())),
+            None,
+        ));
+    };
+    let statics = Arc::new(StaticTokens::new(admin, load_token_file(path)?));
+    let (path, tokens) = (path.to_path_buf(), statics.clone());
+    let reload = reload::follow(
+        "token file (--token-auth-file)",
+        vec![path.clone()],
+        trigger,
+        move || load_token_file(&path),
+        move |file| tokens.replace_file(file),
+    );
+    Ok((statics, Some(reload)))
+}
+
+/// The users of a `--token-auth-file`; errors name the file and line, never a token.
+fn load_token_file(path: &Path) -> anyhow::Result<TokenTable> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    TokenTable::from_csv(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 /// Where the signing keys come from, and what keeps them current.
@@ -565,7 +589,7 @@ fn load_keys(signing_path: &Path, verifying_paths: &[PathBuf]) -> anyhow::Result
 /// task drops cached lookups when their objects change.
 fn authenticators(
     config: &Config,
-    statics: StaticTokens,
+    statics: Arc<StaticTokens>,
     keys: &Arc<Keyring>,
     registry: &Registry,
     clock: &SharedClock,
