@@ -25,6 +25,7 @@ use crate::controllers::{
     self, AlwaysLeader, ControllerConfig, LeaderGate, LeaseConfig, LeaseLeader,
 };
 use crate::pki::datadir::DataDirLock;
+use crate::pki::serving::ServingCert;
 use crate::pki::{self, Pki, PkiConfig};
 use crate::rbac::{self, Authorizer};
 use crate::registry::resources::Limits;
@@ -62,6 +63,10 @@ const STORE_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long the first read of the RBAC policy may take before the server gives up.
 const POLICY_SYNC_LIMIT: Duration = Duration::from_secs(60);
+
+/// How often the generated serving certificate is checked for renewal (it is renewed 30 days
+/// before it expires).
+const SERVING_RENEWAL_CHECK: Duration = Duration::from_secs(60 * 60);
 
 /// How long a stop waits for open requests before closing connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -170,7 +175,8 @@ struct Tasks {
     health: JoinHandle<()>,
     /// Keeps the in-memory copy of the objects tokens name.
     cache: JoinHandle<()>,
-    /// Re-read key, certificate and token files ([`reload`]); aborted at shutdown.
+    /// Re-read key, certificate and token files ([`reload`]), or renew the generated
+    /// serving certificate; aborted at shutdown.
     reloads: Vec<JoinHandle<()>>,
 }
 
@@ -186,6 +192,7 @@ pub(crate) async fn build(config: Config, reload: Trigger) -> anyhow::Result<Ser
     //    them against their own clocks.
     let pki = pki::ensure(&config.pki, SystemClock::shared().now())
         .context("preparing certificates and keys")?;
+    let serving_reload = serving_reload(&config.pki, &pki, &reload);
     // 3. The store with the objects tokens name held in memory in front of it, and the
     //    registry over it with the system namespaces in place.
     let (store, cache) = object_cache(open_store(&config).await?);
@@ -242,7 +249,7 @@ pub(crate) async fn build(config: Config, reload: Trigger) -> anyhow::Result<Ser
             policy,
             health: health_task,
             cache,
-            reloads: [Some(key_reload), token_file_reload]
+            reloads: [Some(key_reload), Some(serving_reload), token_file_reload]
                 .into_iter()
                 .flatten()
                 .collect(),
@@ -462,6 +469,65 @@ fn load_token_file(path: &Path) -> anyhow::Result<TokenTable> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     TokenTable::from_csv(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// What keeps the serving certificate current for new connections: the `--tls-cert-file`
+/// pair re-read when either file changes (a broken pair is refused, the old one served), or
+/// the generated certificate renewed from the CA before it expires.
+fn serving_reload(config: &PkiConfig, pki: &Pki, trigger: &Trigger) -> JoinHandle<()> {
+    let serving = pki.serving_cert();
+    let anchor = pki.ca_pem().to_string();
+    let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_private_key_file) else {
+        return tokio::spawn(renew_serving_periodically(
+            config.clone(),
+            anchor,
+            serving,
+            trigger.subscribe(),
+        ));
+    };
+    let (cert, key) = (cert.clone(), key.clone());
+    reload::follow(
+        "serving certificate (--tls-cert-file, --tls-private-key-file)",
+        vec![cert.clone(), key.clone()],
+        trigger,
+        move || Ok(pki::load_user_pair(&cert, &key, Some(&anchor))?),
+        move |pair| serving.replace(pair),
+    )
+}
+
+/// Every [`SERVING_RENEWAL_CHECK`] and on SIGHUP, renews the generated serving certificate
+/// if it is due ([`pki::renew_serving`]); a failure is logged and the current one stays.
+/// Ends when `fired`'s trigger is dropped.
+async fn renew_serving_periodically(
+    config: PkiConfig,
+    ca_pem: String,
+    serving: Arc<ServingCert>,
+    mut fired: watch::Receiver<u64>,
+) {
+    let mut tick = tokio::time::interval(SERVING_RENEWAL_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate, and start-up has just checked.
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            changed = fired.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        match pki::renew_serving(&config, &ca_pem, SystemClock::shared().now()) {
+            Ok(Some(pair)) => {
+                serving.replace(pair);
+                tracing::info!("renewed the generated serving certificate");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(
+                "cannot renew the serving certificate: {e}; the current one stays in use"
+            ),
+        }
+    }
 }
 
 /// Where the signing keys come from, and what keeps them current.
