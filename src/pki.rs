@@ -1,7 +1,9 @@
 //! First-start generation, and later reuse, of the TLS and credential files in the data dir:
 //! the CA, the serving certificate, the service-account signing key pair, the admin bearer
-//! token and `admin.kubeconfig`; plus the rustls `ServerConfig` built from them. The data
-//! dir's lock and modes are in [`datadir`].
+//! token and `admin.kubeconfig`; plus the rustls `ServerConfig` built from them, whose
+//! certificate can be swapped while serving ([`serving`]): the generated one is renewed
+//! ([`renew_serving`]), a `--tls-cert-file` pair re-read ([`load_user_pair`]). The data dir's
+//! lock and modes are in [`datadir`].
 //!
 //! It must not touch the store, sign tokens (that is `tokens`), read flags or environment
 //! (`cli` fills [`PkiConfig`]), or log key material. Private files are created 0600 and
@@ -32,6 +34,9 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 pub(crate) mod datadir;
+pub(crate) mod serving;
+
+use serving::ServingCert;
 
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
@@ -59,8 +64,8 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 const CA_VALIDITY: Duration = DAY.saturating_mul(3650);
 /// kubeadm's and client-go's serving-certificate lifetime.
 const SERVING_VALIDITY: Duration = DAY.saturating_mul(365);
-/// A serving certificate this close to expiry is reissued at start-up (nothing hot-reloads
-/// it, so any restart in the last month renews it).
+/// A serving certificate this close to expiry is reissued, at start-up and by
+/// [`renew_serving`] while serving.
 const RENEW_BEFORE: Duration = DAY.saturating_mul(30);
 /// As client-go's `GenerateSelfSignedCertKeyWithFixtures`: a peer whose clock is a little
 /// behind still accepts a fresh certificate.
@@ -135,8 +140,8 @@ pub(crate) struct Pki {
     /// What clients trust for the serving certificate: our CA, or the last certificate of a
     /// user-supplied chain.
     ca_pem: String,
-    serving_chain_pem: String,
-    serving_key_pem: String,
+    /// The serving certificate and key, swapped by reloads and renewals.
+    serving: Arc<ServingCert>,
     admin_token: String,
     sa_key_path: PathBuf,
     sa_pub_path: PathBuf,
@@ -188,14 +193,19 @@ impl Pki {
         &self.server_url
     }
 
-    /// TLS 1.2/1.3 on aws-lc-rs, no client certificates, ALPN `h2` then `http/1.1`.
+    /// The serving certificate in use; [`ServingCert::replace`] changes it for every later
+    /// handshake of [`Pki::server_tls_config`]'s configuration.
+    pub(crate) fn serving_cert(&self) -> Arc<ServingCert> {
+        self.serving.clone()
+    }
+
+    /// TLS 1.2/1.3 on aws-lc-rs, no client certificates, ALPN `h2` then `http/1.1`; the
+    /// certificate is whatever [`Pki::serving_cert`] holds at each handshake.
     pub(crate) fn server_tls_config(&self) -> Result<rustls::ServerConfig, PkiError> {
-        let chain = parse_certs(&self.serving_chain_pem, Path::new(SERVING_CERT))?;
-        let key = parse_key(&self.serving_key_pem, Path::new(SERVING_KEY))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
-            .with_single_cert(chain, key)?;
+            .with_cert_resolver(self.serving.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }
@@ -209,11 +219,7 @@ impl Pki {
 /// hold the chain up to the root clients trust.
 pub(crate) fn ensure(config: &PkiConfig, now: jiff::Timestamp) -> Result<Pki, PkiError> {
     let names = required_names(config)?;
-    let now = u64::try_from(now.as_second())
-        .ok()
-        .filter(|_| now.as_second() <= MAX_NOW_UNIX)
-        .map(Duration::from_secs)
-        .ok_or(PkiError::ClockOutOfRange)?;
+    let now = since_epoch(now)?;
     let dir = &config.data_dir;
     DirBuilder::new()
         .recursive(true)
@@ -225,20 +231,27 @@ pub(crate) fn ensure(config: &PkiConfig, now: jiff::Timestamp) -> Result<Pki, Pk
         take_shared_files(first, dir)?;
     }
 
-    let (ca_pem, serving_chain_pem, serving_key_pem) =
-        match (&config.tls_cert_file, &config.tls_private_key_file) {
-            (Some(cert), Some(key)) => {
-                let chain_pem = read(cert)?;
-                let anchor = parse_certs(&chain_pem, cert)?.last().map(der_to_pem);
-                (anchor.unwrap_or_default(), chain_pem, read(key)?)
-            }
-            (None, None) => {
-                let (ca_pem, issuer) = ensure_ca(dir, now)?;
-                let (chain, key) = ensure_serving(dir, &ca_pem, &issuer, &names, now)?;
-                (ca_pem, chain, key)
-            }
-            _ => return Err(PkiError::PartialUserCert),
-        };
+    // A user's key that does not match its certificate fails here, at start-up, not on
+    // the first handshake.
+    let (ca_pem, serving) = match (&config.tls_cert_file, &config.tls_private_key_file) {
+        (Some(cert), Some(key)) => {
+            let serving = load_user_pair(cert, key, None)?;
+            let anchor = serving.cert.last().map(der_to_pem);
+            (anchor.unwrap_or_default(), serving)
+        }
+        (None, None) => {
+            let (ca_pem, issuer) = ensure_ca(dir, now)?;
+            let (chain, key) = ensure_serving(dir, &ca_pem, &issuer, &names, now)?;
+            let serving = serving::certified_key(
+                &chain,
+                &key,
+                &dir.join(SERVING_CERT),
+                &dir.join(SERVING_KEY),
+            )?;
+            (ca_pem, serving)
+        }
+        _ => return Err(PkiError::PartialUserCert),
+    };
     let (sa_key_path, sa_pub_path) = ensure_sa_key(dir)?;
     let admin_token = ensure_admin_token(dir)?;
     let kek_path = ensure_kek(dir)?;
@@ -255,8 +268,7 @@ pub(crate) fn ensure(config: &PkiConfig, now: jiff::Timestamp) -> Result<Pki, Pk
 
     let pki = Pki {
         ca_pem,
-        serving_chain_pem,
-        serving_key_pem,
+        serving: ServingCert::new(serving),
         admin_token,
         sa_key_path,
         sa_pub_path,
@@ -264,9 +276,73 @@ pub(crate) fn ensure(config: &PkiConfig, now: jiff::Timestamp) -> Result<Pki, Pk
         kubeconfig_path,
         server_url,
     };
-    // Fail at start-up, not on the first handshake, if a user's key does not match its cert.
     pki.server_tls_config()?;
     Ok(pki)
+}
+
+/// Reads the `--tls-cert-file` chain and its `--tls-private-key-file` key, refusing a pair
+/// that cannot be served (see [`serving`]). When `anchor_pem` (the trust anchor published at
+/// start, in `admin.kubeconfig` and the `kube-root-ca.crt` ConfigMaps) is given and the new
+/// chain no longer ends in it, the pair is still taken, with a warning: clients that trust
+/// only that anchor will refuse it until a restart publishes the new one.
+pub(crate) fn load_user_pair(
+    cert: &Path,
+    key: &Path,
+    anchor_pem: Option<&str>,
+) -> Result<rustls::sign::CertifiedKey, PkiError> {
+    let pair = serving::certified_key(&read(cert)?, &read(key)?, cert, key)?;
+    let anchor = pair.cert.last().map(der_to_pem);
+    if anchor_pem.is_some_and(|want| anchor.as_deref() != Some(want)) {
+        tracing::warn!(
+            "{} no longer ends in the certificate admin.kubeconfig and the kube-root-ca.crt \
+             ConfigMaps publish: clients that trust only that one refuse the new certificate \
+             until the server restarts",
+            cert.display()
+        );
+    }
+    Ok(pair)
+}
+
+/// The generated serving certificate, reissued from the CA if it no longer suits
+/// `config`'s names or expires within [`RENEW_BEFORE`] of `now`: the new pair (already on
+/// disk), or `None` when the current one stays. Nothing to do with `--tls-cert-file`. The CA
+/// on disk must still be `ca_pem`, the one clients were given, or nothing is issued.
+pub(crate) fn renew_serving(
+    config: &PkiConfig,
+    ca_pem: &str,
+    now: jiff::Timestamp,
+) -> Result<Option<rustls::sign::CertifiedKey>, PkiError> {
+    if config.tls_cert_file.is_some() {
+        return Ok(None);
+    }
+    let names = required_names(config)?;
+    let now = since_epoch(now)?;
+    let dir = &config.data_dir;
+    let (cert_path, key_path) = (dir.join(SERVING_CERT), dir.join(SERVING_KEY));
+    if let (Ok(chain), Ok(key)) = (read(&cert_path), read(&key_path))
+        && serving_is_current(ca_pem, &chain, &key, &names, now).is_ok()
+    {
+        return Ok(None);
+    }
+    let ca_path = dir.join(CA_CERT);
+    if read(&ca_path)? != ca_pem {
+        return Err(invalid(&ca_path, "changed since the server started"));
+    }
+    let ca_key_path = dir.join(CA_KEY);
+    let ca_key = load_key(&ca_key_path)?.ok_or_else(|| invalid(&ca_key_path, "missing"))?;
+    let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key).map_err(|e| invalid(&ca_path, e))?;
+    let (chain, key) = ensure_serving(dir, ca_pem, &issuer, &names, now)?;
+    serving::certified_key(&chain, &key, &cert_path, &key_path).map(Some)
+}
+
+/// `now` as the time since the epoch certificates are made from, or an error for a clock
+/// before 1970 or past [`MAX_NOW_UNIX`].
+fn since_epoch(now: jiff::Timestamp) -> Result<Duration, PkiError> {
+    u64::try_from(now.as_second())
+        .ok()
+        .filter(|_| now.as_second() <= MAX_NOW_UNIX)
+        .map(Duration::from_secs)
+        .ok_or(PkiError::ClockOutOfRange)
 }
 
 /// The serving certificate's SANs: defaults, the bind address unless it is a wildcard, then
@@ -935,6 +1011,40 @@ mod tests {
     }
 
     #[test]
+    fn renewal_while_serving_reissues_from_the_same_ca_only_when_due() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = config(tmp.path(), "127.0.0.1", &[]);
+        let pki = start(&cfg);
+        let before = files(&cfg);
+        let renew = |secs| renew_serving(&cfg, pki.ca_pem(), in_secs(secs));
+        assert!(renew(300 * D).unwrap().is_none(), "300 days in: kept");
+        assert_eq!(files(&cfg), before);
+        let renewed = renew(340 * D).unwrap().expect("340 days in: renewed");
+        let after = files(&cfg);
+        assert_ne!(after[SERVING_CERT], before[SERVING_CERT]);
+        assert_eq!(after[CA_CERT], before[CA_CERT]);
+        let leaf = parse_certs(&after[SERVING_CERT], Path::new("new")).unwrap();
+        assert_eq!(renewed.cert, leaf, "what is on disk is what is served");
+        assert!(verifies(
+            pki.ca_pem(),
+            &after[SERVING_CERT],
+            "localhost",
+            700 * D
+        ));
+        // Swapped into the configuration already handed to the listener.
+        let serving = pki.serving_cert();
+        serving.replace(renewed);
+        assert_eq!(serving.chain(), leaf);
+        // A CA that changed on disk under the server is not used to issue.
+        fs::write(cfg.data_dir.join(CA_CERT), "other").unwrap();
+        let err = renew(700 * D).expect_err("changed CA");
+        assert!(
+            err.to_string().contains("changed since the server started"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn user_certificate_is_served_and_its_chain_root_is_trusted() {
         let tmp = tempfile::tempdir().unwrap();
         let ca_key = KeyPair::generate().unwrap();
@@ -969,7 +1079,14 @@ mod tests {
         }
         // A key that does not match the certificate fails at start-up.
         fs::write(&key_file, KeyPair::generate().unwrap().serialize_pem()).unwrap();
-        assert!(matches!(ensure(&cfg, in_secs(0)), Err(PkiError::Tls(_))));
+        let err = ensure(&cfg, in_secs(0)).expect_err("a mismatched key");
+        assert!(err.to_string().contains("not the private key of"), "{err}");
+        // Renewal leaves a user's certificate alone.
+        assert!(
+            renew_serving(&cfg, pki.ca_pem(), in_secs(340 * D))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::controllers::{
     self, AlwaysLeader, ControllerConfig, LeaderGate, LeaseConfig, LeaseLeader,
 };
 use crate::pki::datadir::DataDirLock;
+use crate::pki::serving::ServingCert;
 use crate::pki::{self, Pki, PkiConfig};
 use crate::rbac::{self, Authorizer};
 use crate::registry::resources::Limits;
@@ -42,7 +43,7 @@ use crate::tokens::keyring::Keyring;
 use crate::tokens::keys::{KeySet, SigningKey, VerifyingKey};
 use crate::tokens::oidc;
 use crate::tokens::rotation::{Kek, TokenLifetimes};
-use crate::tokens::static_tokens::StaticTokens;
+use crate::tokens::static_tokens::{StaticTokens, TokenTable};
 use crate::tokens::{AuthenticatorChain, UserInfo};
 use crate::wellknown;
 
@@ -62,6 +63,10 @@ const STORE_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long the first read of the RBAC policy may take before the server gives up.
 const POLICY_SYNC_LIMIT: Duration = Duration::from_secs(60);
+
+/// How often the generated serving certificate is checked for renewal (it is renewed 30 days
+/// before it expires).
+const SERVING_RENEWAL_CHECK: Duration = Duration::from_secs(60 * 60);
 
 /// How long a stop waits for open requests before closing connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -170,7 +175,8 @@ struct Tasks {
     health: JoinHandle<()>,
     /// Keeps the in-memory copy of the objects tokens name.
     cache: JoinHandle<()>,
-    /// Re-read key, certificate and token files ([`reload`]).
+    /// Re-read key, certificate and token files ([`reload`]), or renew the generated
+    /// serving certificate; aborted at shutdown.
     reloads: Vec<JoinHandle<()>>,
 }
 
@@ -186,6 +192,7 @@ pub(crate) async fn build(config: Config, reload: Trigger) -> anyhow::Result<Ser
     //    them against their own clocks.
     let pki = pki::ensure(&config.pki, SystemClock::shared().now())
         .context("preparing certificates and keys")?;
+    let serving_reload = serving_reload(&config.pki, &pki, &reload);
     // 3. The store with the objects tokens name held in memory in front of it, and the
     //    registry over it with the system namespaces in place.
     let (store, cache) = object_cache(open_store(&config).await?);
@@ -193,7 +200,8 @@ pub(crate) async fn build(config: Config, reload: Trigger) -> anyhow::Result<Ser
     // 4. The policy: the bootstrap roles repaired, then read whole before anything is served.
     let (authorizer, policy) = authorizer(&config, &registry).await?;
     // 5. Static users, keys, authenticators and the token services.
-    let statics = static_tokens(&pki, config.token_auth_file.as_deref())?;
+    let (statics, token_file_reload) =
+        static_tokens(&pki, config.token_auth_file.as_deref(), &reload)?;
     let KeySources {
         keyring: keys,
         reload: key_reload,
@@ -241,7 +249,10 @@ pub(crate) async fn build(config: Config, reload: Trigger) -> anyhow::Result<Ser
             policy,
             health: health_task,
             cache,
-            reloads: vec![key_reload],
+            reloads: [Some(key_reload), Some(serving_reload), token_file_reload]
+                .into_iter()
+                .flatten()
+                .collect(),
         },
         audit,
         store,
@@ -418,10 +429,15 @@ async fn open_registry(
     Ok(registry)
 }
 
-/// The admin token of `admin.kubeconfig`, plus the users of `--token-auth-file`.
-fn static_tokens(pki: &Pki, token_auth_file: Option<&Path>) -> anyhow::Result<StaticTokens> {
-    let mut statics = StaticTokens::default();
-    statics.insert(
+/// The admin token of `admin.kubeconfig`, plus the users of `--token-auth-file` and the task
+/// that re-reads that file when it changes (a broken file is refused, its users before stay).
+fn static_tokens(
+    pki: &Pki,
+    token_auth_file: Option<&Path>,
+    trigger: &Trigger,
+) -> anyhow::Result<(Arc<StaticTokens>, Option<JoinHandle<()>>)> {
+    let mut admin = TokenTable::default();
+    admin.insert(
         pki.admin_token(),
         UserInfo {
             username: "admin".into(),
@@ -430,14 +446,88 @@ fn static_tokens(pki: &Pki, token_auth_file: Option<&Path>) -> anyhow::Result<St
             extra: Default::default(),
         },
     );
-    if let Some(path) = token_auth_file {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        statics
-            .add_csv(&text)
-            .with_context(|| format!("parsing {}", path.display()))?;
+    let Some(path) = token_auth_file else {
+        return Ok((
+            Arc::new(StaticTokens::new(admin, TokenTable::default())),
+            None,
+        ));
+    };
+    let statics = Arc::new(StaticTokens::new(admin, load_token_file(path)?));
+    let (path, tokens) = (path.to_path_buf(), statics.clone());
+    let reload = reload::follow(
+        "token file (--token-auth-file)",
+        vec![path.clone()],
+        trigger,
+        move || load_token_file(&path),
+        move |file| tokens.replace_file(file),
+    );
+    Ok((statics, Some(reload)))
+}
+
+/// The users of a `--token-auth-file`; errors name the file and line, never a token.
+fn load_token_file(path: &Path) -> anyhow::Result<TokenTable> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    TokenTable::from_csv(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// What keeps the serving certificate current for new connections: the `--tls-cert-file`
+/// pair re-read when either file changes (a broken pair is refused, the old one served), or
+/// the generated certificate renewed from the CA before it expires.
+fn serving_reload(config: &PkiConfig, pki: &Pki, trigger: &Trigger) -> JoinHandle<()> {
+    let serving = pki.serving_cert();
+    let anchor = pki.ca_pem().to_string();
+    let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_private_key_file) else {
+        return tokio::spawn(renew_serving_periodically(
+            config.clone(),
+            anchor,
+            serving,
+            trigger.subscribe(),
+        ));
+    };
+    let (cert, key) = (cert.clone(), key.clone());
+    reload::follow(
+        "serving certificate (--tls-cert-file, --tls-private-key-file)",
+        vec![cert.clone(), key.clone()],
+        trigger,
+        move || Ok(pki::load_user_pair(&cert, &key, Some(&anchor))?),
+        move |pair| serving.replace(pair),
+    )
+}
+
+/// Every [`SERVING_RENEWAL_CHECK`] and on SIGHUP, renews the generated serving certificate
+/// if it is due ([`pki::renew_serving`]); a failure is logged and the current one stays.
+/// Ends when `fired`'s trigger is dropped.
+async fn renew_serving_periodically(
+    config: PkiConfig,
+    ca_pem: String,
+    serving: Arc<ServingCert>,
+    mut fired: watch::Receiver<u64>,
+) {
+    let mut tick = tokio::time::interval(SERVING_RENEWAL_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate, and start-up has just checked.
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            changed = fired.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        match pki::renew_serving(&config, &ca_pem, SystemClock::shared().now()) {
+            Ok(Some(pair)) => {
+                serving.replace(pair);
+                tracing::info!("renewed the generated serving certificate");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(
+                "cannot renew the serving certificate: {e}; the current one stays in use"
+            ),
+        }
     }
-    Ok(statics)
 }
 
 /// Where the signing keys come from, and what keeps them current.
@@ -589,7 +679,7 @@ fn load_keys(signing_path: &Path, verifying_paths: &[PathBuf]) -> anyhow::Result
 /// task drops cached lookups when their objects change.
 fn authenticators(
     config: &Config,
-    statics: StaticTokens,
+    statics: Arc<StaticTokens>,
     keys: &Arc<Keyring>,
     registry: &Registry,
     clock: &SharedClock,

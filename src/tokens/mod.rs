@@ -66,6 +66,15 @@ pub(crate) trait TokenAuthenticator: Send + Sync {
     async fn authenticate(&self, token: &str, audiences: Option<&[String]>) -> TokenOutcome;
 }
 
+/// A shared authenticator (one whose content another task replaces, as the static tokens'
+/// reload does) is an authenticator too.
+#[async_trait::async_trait]
+impl<T: TokenAuthenticator + ?Sized> TokenAuthenticator for std::sync::Arc<T> {
+    async fn authenticate(&self, token: &str, audiences: Option<&[String]>) -> TokenOutcome {
+        (**self).authenticate(token, audiences).await
+    }
+}
+
 /// Authenticators tried in order, as kube-apiserver's union authenticator does.
 #[derive(Default)]
 pub(crate) struct AuthenticatorChain {

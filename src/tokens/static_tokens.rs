@@ -2,10 +2,19 @@
 //! `--token-auth-file` CSV (`token,user,uid,"group1,group2"`, at least three columns;
 //! `staging/src/k8s.io/apiserver/plugin/pkg/authenticator/token/tokenfile`).
 //!
+//! Owns: the token tables and their lookup. The admin credential is fixed for the life of
+//! the process; the file's users are one [`TokenTable`] swapped whole when the file is
+//! re-read ([`StaticTokens::replace_file`]), so a request sees the old users or the new ones,
+//! never a mix. Must not: read files (the caller hands over the text) or put a token in an
+//! error, a log line or a `Debug` output.
+//!
 //! Tokens are looked up by their SHA-256 digest, and the digest is compared in constant
 //! time, so neither the map lookup nor the comparison leaks how much of a guess matched.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use aws_lc_rs::digest;
 use subtle::ConstantTimeEq as _;
@@ -29,49 +38,49 @@ fn sha256(token: &str) -> [u8; 32] {
     out
 }
 
-/// A set of static tokens.
+/// Tokens and their users, by the SHA-256 digest of the token.
 #[derive(Default)]
-pub(crate) struct StaticTokens {
+pub(crate) struct TokenTable {
     by_digest: HashMap<[u8; 32], UserInfo>,
 }
 
-impl std::fmt::Debug for StaticTokens {
+impl std::fmt::Debug for TokenTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "StaticTokens({} users, tokens redacted)",
+            "TokenTable({} users, tokens redacted)",
             self.by_digest.len()
         )
     }
 }
 
-impl StaticTokens {
+impl TokenTable {
     pub(crate) fn insert(&mut self, token: &str, user: UserInfo) {
         self.by_digest.insert(sha256(token), user);
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.by_digest.len()
     }
 
-    /// Adds every record of a token file. A later duplicate token replaces the earlier
-    /// one, as kube-apiserver does (it only warns).
-    pub(crate) fn add_csv(&mut self, text: &str) -> Result<(), TokenFileError> {
+    /// The records of a token file. A later duplicate token replaces the earlier one, as
+    /// kube-apiserver does (it only warns); a record without a token is skipped.
+    pub(crate) fn from_csv(text: &str) -> Result<TokenTable, TokenFileError> {
+        let mut table = TokenTable::default();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             if raw.trim().is_empty() {
                 continue;
             }
             let fields = split_csv(raw).ok_or(TokenFileError::Unterminated { line })?;
-            if fields.len() < 3 {
+            let [token, username, uid, rest @ ..] = fields.as_slice() else {
                 return Err(TokenFileError::TooFewColumns {
                     line,
                     found: fields.len(),
                 });
-            }
-            let groups = fields
-                .get(3)
+            };
+            let groups = rest
+                .first()
                 .map(|g| {
                     g.split(',')
                         .map(str::trim)
@@ -80,28 +89,73 @@ impl StaticTokens {
                         .collect()
                 })
                 .unwrap_or_default();
-            if fields[0].is_empty() {
+            if token.is_empty() {
                 continue;
             }
-            self.insert(
-                &fields[0],
+            table.insert(
+                token,
                 UserInfo {
-                    username: fields[1].clone(),
-                    uid: fields[2].clone(),
+                    username: username.clone(),
+                    uid: uid.clone(),
                     groups,
                     extra: Default::default(),
                 },
             );
         }
-        Ok(())
+        Ok(table)
     }
 
+    /// Every digest is compared, in constant time, whatever matches: the time taken tells
+    /// nothing about which entry, or how much of a guess, matched.
     fn lookup(&self, token: &str) -> Option<&UserInfo> {
         let want = sha256(token);
-        self.by_digest
-            .iter()
-            .find(|(d, _)| bool::from(d.ct_eq(&want)))
-            .map(|(_, u)| u)
+        let mut found = None;
+        for (digest, user) in &self.by_digest {
+            if bool::from(digest.ct_eq(&want)) {
+                found = Some(user);
+            }
+        }
+        found
+    }
+}
+
+/// The static tokens in use: the admin credential, fixed for the life of the process, and
+/// the users of `--token-auth-file`, replaced whole when the file is re-read.
+pub(crate) struct StaticTokens {
+    fixed: TokenTable,
+    file: ArcSwap<TokenTable>,
+}
+
+impl std::fmt::Debug for StaticTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "StaticTokens({} fixed and {} file users, tokens redacted)",
+            self.fixed.len(),
+            self.file.load().len()
+        )
+    }
+}
+
+impl StaticTokens {
+    pub(crate) fn new(fixed: TokenTable, file: TokenTable) -> StaticTokens {
+        StaticTokens {
+            fixed,
+            file: ArcSwap::from_pointee(file),
+        }
+    }
+
+    /// Puts the users of a re-read token file in use, for every later request.
+    pub(crate) fn replace_file(&self, file: TokenTable) {
+        self.file.store(Arc::new(file));
+    }
+
+    /// The fixed table first: a token file cannot take over the admin credential.
+    fn lookup(&self, token: &str) -> Option<UserInfo> {
+        if let Some(user) = self.fixed.lookup(token) {
+            return Some(user.clone());
+        }
+        self.file.load().lookup(token).cloned()
     }
 }
 
@@ -151,8 +205,8 @@ impl TokenAuthenticator for StaticTokens {
     async fn authenticate(&self, token: &str, audiences: Option<&[String]>) -> TokenOutcome {
         match self.lookup(token) {
             // Static tokens are good for any audience asked for (they carry none).
-            Some(u) => TokenOutcome::User(Authenticated {
-                user: u.clone(),
+            Some(user) => TokenOutcome::User(Authenticated {
+                user,
                 audiences: audiences.map(<[String]>::to_vec).unwrap_or_default(),
                 ..Default::default()
             }),
@@ -165,11 +219,26 @@ impl TokenAuthenticator for StaticTokens {
 mod tests {
     use super::*;
 
+    fn user(name: &str) -> UserInfo {
+        UserInfo {
+            username: name.into(),
+            ..Default::default()
+        }
+    }
+
+    fn admin_only() -> TokenTable {
+        let mut fixed = TokenTable::default();
+        fixed.insert("admin-tok", user("admin"));
+        fixed
+    }
+
+    fn name(t: &StaticTokens, token: &str) -> Option<String> {
+        t.lookup(token).map(|u| u.username)
+    }
+
     #[test]
     fn parses_kube_apiserver_token_files() {
-        let mut t = StaticTokens::default();
-        t.add_csv("tok1,alice,uid-1,\"dev,ops\"\n\ntok2, bob, uid-2\n")
-            .unwrap();
+        let t = TokenTable::from_csv("tok1,alice,uid-1,\"dev,ops\"\n\ntok2, bob, uid-2\n").unwrap();
         assert_eq!(t.len(), 2);
         let a = t.lookup("tok1").unwrap();
         assert_eq!(a.username, "alice");
@@ -183,28 +252,55 @@ mod tests {
 
     #[test]
     fn rejects_short_records() {
-        let mut t = StaticTokens::default();
         assert_eq!(
-            t.add_csv("tok,user\n"),
-            Err(TokenFileError::TooFewColumns { line: 1, found: 2 })
+            TokenTable::from_csv("tok,alice,uid\ntok2,user\n").unwrap_err(),
+            TokenFileError::TooFewColumns { line: 2, found: 2 }
         );
         assert_eq!(
-            t.add_csv("tok,user,uid,\"open\n"),
-            Err(TokenFileError::Unterminated { line: 1 })
+            TokenTable::from_csv("tok,user,uid,\"open\n").unwrap_err(),
+            TokenFileError::Unterminated { line: 1 }
         );
     }
 
     #[test]
+    fn a_replaced_file_takes_effect_and_the_admin_stays() {
+        let file = TokenTable::from_csv("tok-a,alice,1\ntok-b,bob,2\n").unwrap();
+        let t = StaticTokens::new(admin_only(), file);
+        assert_eq!(name(&t, "tok-a").as_deref(), Some("alice"));
+        t.replace_file(TokenTable::from_csv("tok-b,bob,2\ntok-c,carol,3\n").unwrap());
+        assert_eq!(name(&t, "tok-a"), None, "removed");
+        assert_eq!(name(&t, "tok-c").as_deref(), Some("carol"), "added");
+        assert_eq!(name(&t, "tok-b").as_deref(), Some("bob"), "kept");
+        t.replace_file(TokenTable::default());
+        assert_eq!(name(&t, "admin-tok").as_deref(), Some("admin"));
+        assert_eq!(name(&t, "tok-b"), None);
+    }
+
+    #[test]
+    fn a_token_file_cannot_take_over_the_admin_token() {
+        let file = TokenTable::from_csv("admin-tok,mallory,6,system:masters\n").unwrap();
+        let t = StaticTokens::new(admin_only(), file);
+        assert_eq!(name(&t, "admin-tok").as_deref(), Some("admin"));
+    }
+
+    #[test]
     fn debug_never_shows_tokens() {
-        let mut t = StaticTokens::default();
-        t.insert("s3cret-token", UserInfo::default());
-        assert!(!format!("{t:?}").contains("s3cret"));
+        let file = TokenTable::from_csv("s3cret-token,alice,1\n").unwrap();
+        let t = StaticTokens::new(admin_only(), file);
+        let shown = format!("{t:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("admin-tok"),
+            "{shown}"
+        );
+        assert!(shown.contains("1 fixed and 1 file users"), "{shown}");
+        let err = TokenTable::from_csv("s3cret-token,alice\n").unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 
     #[tokio::test]
     async fn chain_adds_authenticated_group() {
-        let mut t = StaticTokens::default();
-        t.insert(
+        let mut fixed = TokenTable::default();
+        fixed.insert(
             "x",
             UserInfo {
                 username: "admin".into(),
@@ -212,10 +308,17 @@ mod tests {
                 ..Default::default()
             },
         );
+        let t = Arc::new(StaticTokens::new(fixed, TokenTable::default()));
         let mut chain = super::super::AuthenticatorChain::default();
-        chain.push(Box::new(t));
+        chain.push(Box::new(t.clone()));
         let u = chain.authenticate("x", None).await.unwrap().user;
         assert_eq!(u.groups, vec!["system:masters", "system:authenticated"]);
         assert!(chain.authenticate("y", None).await.is_err());
+        // The chain holds the same tokens the reload replaces.
+        t.replace_file(TokenTable::from_csv("y,yves,7\n").unwrap());
+        assert_eq!(
+            chain.authenticate("y", None).await.unwrap().user.username,
+            "yves"
+        );
     }
 }
