@@ -879,6 +879,23 @@ mod tests {
         );
     }
 
+    /// Passes TLS records between an in-memory client and server until the handshake is done.
+    pub(super) fn exchange(
+        client: &mut rustls::ClientConnection,
+        server: &mut rustls::ServerConnection,
+    ) {
+        for _ in 0..5 {
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).unwrap();
+            server.read_tls(&mut buf.as_slice()).unwrap();
+            server.process_new_packets().unwrap();
+            buf.clear();
+            server.write_tls(&mut buf).unwrap();
+            client.read_tls(&mut buf.as_slice()).unwrap();
+            client.process_new_packets().unwrap();
+        }
+    }
+
     #[test]
     fn tls_handshake_negotiates_h2_for_a_cluster_name() {
         let tmp = tempfile::tempdir().unwrap();
@@ -895,16 +912,7 @@ mod tests {
         let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
         let server_config = Arc::new(pki.server_tls_config().unwrap());
         let mut server = rustls::ServerConnection::new(server_config).unwrap();
-        for _ in 0..5 {
-            let mut buf = Vec::new();
-            client.write_tls(&mut buf).unwrap();
-            server.read_tls(&mut buf.as_slice()).unwrap();
-            server.process_new_packets().unwrap();
-            buf.clear();
-            server.write_tls(&mut buf).unwrap();
-            client.read_tls(&mut buf.as_slice()).unwrap();
-            client.process_new_packets().unwrap();
-        }
+        exchange(&mut client, &mut server);
         assert!(!client.is_handshaking() && !server.is_handshaking());
         assert_eq!(server.alpn_protocol(), Some(&b"h2"[..]));
     }

@@ -125,16 +125,7 @@ mod tests {
         let name = ServerName::try_from(name.to_owned()).unwrap();
         let mut client = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
         let mut server = rustls::ServerConnection::new(server.clone()).unwrap();
-        for _ in 0..5 {
-            let mut buf = Vec::new();
-            client.write_tls(&mut buf).unwrap();
-            server.read_tls(&mut buf.as_slice()).unwrap();
-            server.process_new_packets().unwrap();
-            buf.clear();
-            server.write_tls(&mut buf).unwrap();
-            client.read_tls(&mut buf.as_slice()).unwrap();
-            client.process_new_packets().unwrap();
-        }
+        crate::pki::tests::exchange(&mut client, &mut server);
         assert!(!client.is_handshaking(), "handshake done");
         client.peer_certificates().unwrap()[0].clone().into_owned()
     }
